@@ -1,0 +1,18 @@
+"""dllm: an inference engine for masked-diffusion language models.
+
+Imports stay light: `LLM` (which pulls in torch) is loaded on first use.
+"""
+from dllm.errors import DllmError
+from dllm.outputs import GenerationStats, RequestOutput
+from dllm.sampling_params import SamplingParams
+
+__version__ = "0.1.0"
+__all__ = ["LLM", "SamplingParams", "RequestOutput", "GenerationStats", "DllmError"]
+
+
+def __getattr__(name):
+    if name == "LLM":
+        from dllm.llm import LLM
+
+        return LLM
+    raise AttributeError(f"module 'dllm' has no attribute {name!r}")

@@ -1,0 +1,116 @@
+"""SamplingParams: one frozen dataclass, validated on construction (no torch import here)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from dllm.errors import InvalidParamsError
+
+REMASKING = ("low_confidence", "random", "margin", "entropy")
+SCHEDULES = ("auto", "llada", "dream")
+CACHES = ("none", "prefix", "dual")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request is decoded.
+
+    The answer has `max_new_tokens` slots, decoded in blocks of `block_length` (None: one
+    block) with `steps` forwards in all (None: one per slot). `block_length` must divide
+    `max_new_tokens` (refused otherwise, as LLaDA does); steps are spread evenly over the
+    blocks, the remainder going to the earliest blocks.
+    """
+
+    max_new_tokens: int = 128
+    block_length: Optional[int] = None
+    steps: Optional[int] = None
+    temperature: float = 0.0
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    seed: Optional[int] = None
+    scheduler: str = "topk"
+    # topk: which score ranks the masked slots (LLaDA low_confidence/random, Dream
+    # maskgit_plus = low_confidence, topk_margin = margin, entropy = entropy).
+    remasking: str = "low_confidence"
+    # topk: "llada" = fixed counts per block, "dream" = Dream's linspace(1, eps) timesteps;
+    # "auto" = dream for Dream checkpoints decoded in one block, llada otherwise.
+    schedule: str = "auto"
+    eps: float = 1e-3
+    cfg_scale: float = 0.0
+    threshold: float = 0.9
+    cache: str = "none"
+    regex: Optional[str] = None
+    json_schema: Optional[dict] = None
+    grammar: Optional[str] = None
+    stop: tuple = field(default_factory=tuple)
+    trace: bool = False
+
+    def __post_init__(self):
+        def bad(msg):
+            raise InvalidParamsError(msg)
+
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif self.stop is None:
+            object.__setattr__(self, "stop", ())
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens <= 0:
+            bad(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
+        block = self.block_length if self.block_length is not None else self.max_new_tokens
+        if not _is_int(block) or block <= 0:
+            bad(f"block_length must be a positive integer, got {self.block_length!r}.")
+        if self.max_new_tokens % block:
+            bad(f"block_length {block} does not divide max_new_tokens {self.max_new_tokens}; "
+                "choose a block length that divides the answer length.")
+        if self.steps is not None:
+            if not _is_int(self.steps) or self.steps <= 0:
+                bad(f"steps must be a positive integer, got {self.steps!r}.")
+            if self.steps < self.max_new_tokens // block:
+                bad(f"steps ({self.steps}) is smaller than the number of blocks "
+                    f"({self.max_new_tokens // block}); every block needs at least one step.")
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            bad(f"temperature must be a number >= 0, got {self.temperature!r}.")
+        if self.top_p is not None and not (0 < self.top_p <= 1):
+            bad(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
+            bad(f"top_k must be a positive integer, got {self.top_k!r}.")
+        if self.seed is not None and not _is_int(self.seed):
+            bad(f"seed must be an integer, got {self.seed!r}.")
+        from dllm.schedulers import SCHEDULERS  # torch-free name registry
+
+        if self.scheduler not in SCHEDULERS:
+            bad(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}.")
+        if self.remasking not in REMASKING:
+            bad(f"unknown remasking {self.remasking!r}; choose one of {', '.join(REMASKING)}.")
+        if self.schedule not in SCHEDULES:
+            bad(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+        if not (0 < self.eps < 1):
+            bad(f"eps must be in (0, 1), got {self.eps!r}.")
+        if self.cfg_scale < 0:
+            bad(f"cfg_scale must be >= 0, got {self.cfg_scale!r}.")
+        if not (0 <= self.threshold <= 1):
+            bad(f"threshold must be in [0, 1], got {self.threshold!r}.")
+        if self.cache not in CACHES:
+            bad(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}.")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            bad("stop must be a list of non-empty strings.")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.max_new_tokens // self.block
+
+    @property
+    def block(self) -> int:
+        return self.block_length if self.block_length is not None else self.max_new_tokens
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps if self.steps is not None else self.max_new_tokens
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

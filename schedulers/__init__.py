@@ -1,0 +1,17 @@
+"""Unmasking policies, one file each, chosen by name in SamplingParams.scheduler.
+
+SCHEDULERS maps a name to "module:Class" and stays torch-free, so that SamplingParams can
+validate names without importing the implementations.
+"""
+from __future__ import annotations
+
+import importlib
+
+SCHEDULERS = {
+    "topk": "dllm.schedulers.topk:TopK",
+}
+
+
+def get_scheduler(name: str):
+    module, cls = SCHEDULERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
