@@ -1,0 +1,158 @@
+"""One transformer for every family (gpt-fast style): pre-norm blocks, RMSNorm, rotate-half RoPE,
+GQA attention (bidirectional for diffusion models), SiLU-gated MLP. Family differences live in
+ModelArgs (config.py) and the weight-name maps (loader.py), never in a second copy of this file.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dllm.models.config import ModelArgs
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # normalise in float32, round back to the model dtype, then scale (LLaDA and Dream agree)
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class Rotary(nn.Module):
+    """cos/sin tables of rotate-half RoPE, grown on demand and gathered by position.
+
+    inv_freq_j = 1 / theta^(2j/d); angle(p, j) = p * inv_freq_j, duplicated over both halves.
+    """
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim, self.theta = head_dim, theta
+        self._cos = self._sin = None
+
+    def tables(self, n: int, device):
+        if self._cos is None or self._cos.shape[0] < n or self._cos.device != torch.device(device):
+            n = max(n, 64)
+            inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, device=device, dtype=torch.float) / self.head_dim))
+            freqs = torch.arange(n, device=device, dtype=torch.float)[:, None] * inv_freq[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)           # [n, head_dim]
+            self._cos, self._sin = emb.cos(), emb.sin()
+        return self._cos, self._sin
+
+    def forward(self, positions, bound: int):
+        """positions [B, T], all < bound -> cos, sin [B, 1, T, head_dim] in float32.
+
+        The caller gives the bound so that no host sync is spent reading positions.max().
+        """
+        cos, sin = self.tables(bound, positions.device)
+        return cos[positions][:, None], sin[positions][:, None]
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x, cos, sin, fp32: bool):
+    # LLaDA rotates in float32 and rounds back; Dream rounds cos/sin to the model dtype first
+    if fp32:
+        x32 = x.float()
+        return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.a = a
+        hd = a.head_dim
+        self.wq = nn.Linear(a.dim, a.n_heads * hd, bias=a.qkv_bias)
+        self.wk = nn.Linear(a.dim, a.n_kv_heads * hd, bias=a.qkv_bias)
+        self.wv = nn.Linear(a.dim, a.n_kv_heads * hd, bias=a.qkv_bias)
+        self.wo = nn.Linear(a.n_heads * hd, a.dim, bias=False)
+
+    def forward(self, x, cos, sin, mask):
+        B, T, _ = x.shape
+        a, hd = self.a, self.a.head_dim
+        q = self.wq(x).view(B, T, a.n_heads, hd).transpose(1, 2)      # [B, H, T, hd]
+        k = self.wk(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)   # [B, Hkv, T, hd]
+        v = self.wv(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin, a.rope_fp32), apply_rope(k, cos, sin, a.rope_fp32)
+        if a.causal:
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            mask = causal if mask is None else mask & causal
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=a.n_kv_heads != a.n_heads)
+        return self.wo(o.transpose(1, 2).reshape(B, T, a.n_heads * hd))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(a.dim, a.intermediate_size, bias=False)   # gate (LLaDA ff_proj)
+        self.w3 = nn.Linear(a.dim, a.intermediate_size, bias=False)   # up
+        self.w2 = nn.Linear(a.intermediate_size, a.dim, bias=False)   # down (LLaDA ff_out)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.attention_norm = RMSNorm(a.dim, a.norm_eps)
+        self.attention = Attention(a)
+        self.ffn_norm = RMSNorm(a.dim, a.norm_eps)
+        self.feed_forward = FeedForward(a)
+
+    def forward(self, x, cos, sin, mask):
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.args = a
+        self.tok_embeddings = nn.Embedding(a.vocab_size, a.dim)
+        self.layers = nn.ModuleList(Block(a) for _ in range(a.n_layers))
+        self.norm = RMSNorm(a.dim, a.norm_eps)
+        self.output = None if a.tie_embeddings else nn.Linear(a.dim, a.vocab_size, bias=False)
+        self.rotary = Rotary(a.head_dim, a.rope_theta)
+
+    @torch.no_grad()
+    def forward(self, token_ids, positions, cache=None, query_slice: slice | None = None, attn_mask=None):
+        """token_ids, positions [B, L]; attn_mask [B, L] bool (False = padding, never attended).
+
+        Returns logits [B, Q, vocab] for the rows in query_slice (all rows when None): the LM
+        head never runs on rows nobody reads. For shift_logits families (Dream) row i is scored
+        by the hidden state at i-1 (row 0 by itself, as Dream does).
+        """
+        if cache is not None:
+            raise NotImplementedError("KV caching is not wired into this forward yet")
+        a = self.args
+        h = self.tok_embeddings(token_ids)
+        if a.input_emb_scale:
+            h = h * (a.dim ** 0.5)
+        cos, sin = self.rotary(positions, token_ids.shape[1])
+        mask = None if attn_mask is None else attn_mask[:, None, None, :]
+        for layer in self.layers:
+            h = layer(h, cos, sin, mask)
+        L = token_ids.shape[1]
+        q = query_slice if query_slice is not None else slice(0, L)
+        start, stop, _ = q.indices(L)
+        if a.shift_logits:
+            rows = torch.arange(start - 1, stop - 1, device=h.device).clamp_(min=0)
+            h = h[:, rows]
+        else:
+            h = h[:, start:stop]
+        h = self.norm(h)
+        logits = F.linear(h, self.tok_embeddings.weight) if self.output is None else self.output(h)
+        if a.scale_logits:
+            logits = logits * (1.0 / a.dim ** 0.5)
+        return logits
