@@ -1,0 +1,1 @@
+"""Batch state (canvas), the diffusion loop and per-slot scoring."""

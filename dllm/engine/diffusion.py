@@ -1,0 +1,116 @@
+"""The diffusion loop: one loop for every scheduler, semi-autoregressive over blocks.
+
+for each block: the scheduler plans the step; one forward returns logits for the block's rows
+only; propose() turns them into a token and a score per slot; the scheduler picks which
+masked slots to commit; the canvas is written in place. Rows whose answer holds a stop token
+in a finished block leave the batch (their later blocks cannot change their answer).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from dllm.engine.canvas import Canvas
+from dllm.engine.scoring import propose
+from dllm.errors import UnsupportedError
+from dllm.models.config import ModelArgs
+from dllm.schedulers import get_scheduler
+
+
+@dataclass
+class RowResult:
+    answer: list                 # all N answer slots (mask id where never decoded)
+    nfe: int = 0
+    steps: int = 0
+    trace: list = field(default_factory=list)
+
+
+def schedule_style(params, args: ModelArgs) -> str:
+    if params.schedule != "auto":
+        return params.schedule
+    return "dream" if args.family == "dream" and params.num_blocks == 1 else "llada"
+
+
+def steps_per_block(total: int, blocks: int) -> list[int]:
+    # LLaDA requires blocks | steps; dllm spreads a remainder over the earliest blocks
+    return [total // blocks + (1 if b < total % blocks else 0) for b in range(blocks)]
+
+
+@torch.no_grad()
+def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_ids,
+                       pad_id: int) -> list[RowResult]:
+    if params.cache != "none":
+        raise UnsupportedError(f"cache={params.cache!r} is not available in this build of dllm yet; use cache='none'.")
+    if params.regex or params.json_schema or params.grammar:
+        raise UnsupportedError("constrained decoding (regex, json_schema, grammar) is not available in this build of dllm yet.")
+    device = next(model.parameters()).device
+    mask_id = args.mask_token_id
+    canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device)
+    P, bl = canvas.prompt_len, params.block
+    style = schedule_style(params, args)
+    sched = get_scheduler(params.scheduler)(params, style)
+    gen = None
+    if params.seed is not None:
+        gen = torch.Generator(device=device).manual_seed(params.seed)
+    stop = torch.tensor(sorted(stop_ids) or [-1], device=device)
+    cfg = params.cfg_scale > 0
+    results = [RowResult(answer=[]) for _ in prompts]
+    active = list(range(len(prompts)))
+    global_step = 0
+    for b, steps in enumerate(steps_per_block(params.total_steps, params.num_blocks)):
+        blk = canvas.block_slice(b * bl, bl)
+        rows = torch.tensor(active, device=device)
+        x = canvas.x.index_select(0, rows)
+        valid, pos = canvas.valid.index_select(0, rows), canvas.positions.index_select(0, rows)
+        if cfg:  # unconditional copy: the prompt itself masked out (LLaDA's classifier-free guidance)
+            prompt_cols = torch.zeros_like(valid)
+            prompt_cols[:, :P] = valid[:, :P]
+            x2, valid2, pos2 = torch.cat([x, x]), torch.cat([valid, valid]), torch.cat([pos, pos])
+        sched.begin_block((x[:, blk] == mask_id).sum(1).tolist(), steps)
+        step = 0
+        while not sched.block_done(step):
+            plan = sched.plan(step)
+            step += 1
+            if plan is not None and not any(plan):
+                continue
+            masked = x[:, blk] == mask_id
+            if cfg:
+                x2[: len(active)] = x
+                x2[len(active):] = x.masked_fill(prompt_cols, mask_id)
+                cond, uncond = model(x2, pos2, None, blk, valid2).chunk(2)
+                logits = uncond + (params.cfg_scale + 1) * (cond - uncond)
+            else:
+                logits = model(x, pos, None, blk, valid)
+            tokens, scores = propose(
+                logits, remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
+                top_k=params.top_k, style=style, generator=gen, banned=mask_id)
+            commit = sched.select(step - 1, scores, masked, plan)
+            x[:, blk] = torch.where(commit, tokens, x[:, blk])
+            for i, r in enumerate(active):
+                results[r].nfe += 2 if cfg else 1
+                results[r].steps += 1
+            if params.trace:
+                _record(results, active, commit, tokens, scores, b * bl, global_step, b)
+            global_step += 1
+        canvas.x[rows] = x
+        done = torch.isin(x[:, P:blk.stop], stop).any(1).tolist()   # one host sync per block
+        active = [r for r, d in zip(active, done) if not d]
+        if not active:
+            break
+    answers = canvas.answers().tolist()
+    for r, res in enumerate(results):
+        res.answer = answers[r]
+    return results
+
+
+def _record(results, active, commit, tokens, scores, offset, global_step, block):
+    commit, tokens, scores = commit.cpu(), tokens.cpu(), scores.float().cpu()
+    for i, r in enumerate(active):
+        idx = commit[i].nonzero().flatten()
+        results[r].trace.append({
+            "step": global_step, "block": block,
+            "positions": (idx + offset).tolist(),
+            "tokens": tokens[i, idx].tolist(),
+            "scores": [round(s, 6) for s in scores[i, idx].tolist()],
+        })
