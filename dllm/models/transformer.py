@@ -119,7 +119,9 @@ class Transformer(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
         self.args = a
-        self.tok_embeddings = nn.Embedding(a.vocab_size, a.dim)
+        # weights always come from a checkpoint: skip Embedding's normal_ init (on the meta device it
+        # pulls in torch._dynamo, ~1.5 s of start-up for nothing)
+        self.tok_embeddings = nn.Embedding(a.vocab_size, a.dim, _weight=torch.empty(a.vocab_size, a.dim))
         self.layers = nn.ModuleList(Block(a) for _ in range(a.n_layers))
         self.norm = RMSNorm(a.dim, a.norm_eps)
         self.output = None if a.tie_embeddings else nn.Linear(a.dim, a.vocab_size, bias=False)

@@ -1,0 +1,241 @@
+"""The `dllm` console script.
+
+Building the parser and `--help` stay torch-free: the model code (dllm.llm) is imported only
+when a command actually runs. Every DllmError ends as one line `error: <message>` on stderr
+and exit status 2; answers go to stdout, progress and statistics to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from dllm.errors import DllmError
+from dllm.sampling_params import CACHES, REMASKING, SCHEDULES, SamplingParams
+from dllm.schedulers import SCHEDULERS
+
+MASK = "░"
+_VISIBLE = str.maketrans({"\n": "↵", "\r": "␍", "\t": "→"})
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SamplingParams)}
+_HELP = {
+    "max_new_tokens": "answer length in tokens",
+    "block_length": "semi-autoregressive block size; must divide --max-new-tokens (default: one block)",
+    "steps": "denoising steps in all (default: one per answer token)",
+    "temperature": "sampling temperature; 0 is greedy",
+    "top_p": "nucleus sampling mass in (0, 1]",
+    "top_k": "sample among the k most likely tokens",
+    "seed": "random seed, for reproducible sampling",
+    "scheduler": f"unmasking policy: {', '.join(sorted(SCHEDULERS))}",
+    "remasking": f"which score ranks masked slots: {', '.join(REMASKING)}",
+    "schedule": f"tokens committed per step: {', '.join(SCHEDULES)}",
+    "eps": "final timestep of the Dream schedule, in (0, 1)",
+    "cfg_scale": "classifier-free guidance scale; 0 turns it off",
+    "threshold": "confidence threshold of threshold-based schedulers",
+    "cache": f"KV cache: {', '.join(CACHES)}",
+    "regex": "constrain the answer to this regular expression",
+    "json_schema": "constrain the answer to the JSON schema in FILE",
+    "grammar": "constrain the answer to the grammar in FILE",
+    "stop": "cut the answer before this string (repeatable)",
+    "trace": "record what each step commits (included in --json output)",
+}
+_SCALARS = {"int": int, "float": float, "str": str}
+
+
+def _base_type(annotation) -> str:
+    """'Optional[int]' -> 'int' (the annotations are strings under `from __future__ import annotations`)."""
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if name.startswith("Optional[") and name.endswith("]"):
+        name = name[len("Optional["):-1]
+    return name
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser):
+    """One flag per SamplingParams field; default None means 'leave the field at its default'."""
+    g = p.add_argument_group("sampling (SamplingParams fields)")
+    for f in dataclasses.fields(SamplingParams):
+        flag, helptext = "--" + f.name.replace("_", "-"), _HELP.get(f.name, f"SamplingParams.{f.name}")
+        default = _DEFAULTS[f.name]
+        if default is not None and default is not dataclasses.MISSING and not isinstance(default, bool):
+            helptext += f" (default: {default})"
+        if f.name in ("json_schema", "grammar"):
+            g.add_argument(flag, metavar="FILE", help=helptext)
+        elif f.name == "stop":
+            g.add_argument(flag, action="append", metavar="TEXT", help=helptext)
+        elif f.name == "trace" or _base_type(f.type) == "bool":
+            g.add_argument(flag, action="store_const", const=True, help=helptext)
+        elif _base_type(f.type) in _SCALARS:
+            kind = _base_type(f.type)
+            metavar = {"int": "N", "float": "X"}.get(kind, f.name.upper())
+            g.add_argument(flag, type=_SCALARS[kind], metavar=metavar, help=helptext)
+        # a field of another type gets no flag (tests/test_cli.py checks that every field has one)
+
+
+def _token_ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dllm", description="Inference for masked-diffusion LLMs (LLaDA, Dream).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    gen = sub.add_parser("generate", help="generate answers to prompts",
+                         description="Generate an answer per prompt. Answers go to stdout, progress to stderr.")
+    gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt text; '-' reads it from stdin")
+    gen.add_argument("--prompt-ids", action="append", type=_token_ids, default=[], metavar="1,2,3",
+                     help="a prompt given as token ids (repeatable)")
+    gen.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA or Dream, Hugging Face layout)")
+    gen.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    gen.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                     help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+    gen.add_argument("--no-chat-template", action="store_true",
+                     help="encode text prompts as-is instead of through the tokenizer's chat template")
+    gen.add_argument("--json", action="store_true", help="print each result as one JSON line")
+    gen.add_argument("--show-steps", action="store_true", help="replay the unmasking of each answer on stderr")
+    _add_sampling_flags(gen)
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def _sampling_params(args) -> SamplingParams:
+    kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams)
+          if getattr(args, f.name, None) is not None}
+    if "json_schema" in kw:
+        try:
+            kw["json_schema"] = json.loads(Path(kw["json_schema"]).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DllmError(f"cannot read the JSON schema {args.json_schema!r}: {e}") from None
+        if not isinstance(kw["json_schema"], dict):
+            raise DllmError(f"the JSON schema in {args.json_schema!r} is not a JSON object.")
+    if "grammar" in kw:
+        try:
+            kw["grammar"] = Path(kw["grammar"]).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DllmError(f"cannot read the grammar {args.grammar!r}: {e}") from None
+    if args.show_steps:
+        kw["trace"] = True
+    return SamplingParams(**kw)
+
+
+def cmd_generate(args) -> int:
+    if not args.model:
+        raise DllmError("no model given; pass --model DIR (a local LLaDA or Dream checkpoint directory).")
+    stdin = sys.stdin.read().rstrip("\n") if "-" in args.prompts else None
+    prompts = [stdin if p == "-" else p for p in args.prompts]
+    prompts += [{"prompt_token_ids": ids} for ids in args.prompt_ids]
+    if not prompts:
+        raise DllmError("no prompt given; pass prompt text, '-' to read it from stdin, or --prompt-ids.")
+    params = _sampling_params(args)   # validated before the (slow) model load
+    tty = sys.stderr.isatty()
+    # Progress is a transient status line on a terminal only; the log lines come after success,
+    # so that a failure leaves exactly one `error:` line on stderr.
+    status = _Status(tty)
+    try:
+        status.show(f"loading model {args.model}…")
+        t0 = time.perf_counter()
+        from dllm.llm import LLM
+
+        llm = LLM(args.model, device=args.device, dtype=args.dtype)
+        load_s = time.perf_counter() - t0
+        status.show(f"generating {len(prompts)} answer(s)…")
+        outputs = llm.generate(prompts, params, apply_chat_template=not args.no_chat_template)
+    finally:
+        status.clear()
+    dtype = str(llm.dtype).replace("torch.", "")
+    print(f"loaded {getattr(llm.args, 'family', 'model')} from {args.model} ({llm.device}, {dtype}) "
+          f"in {load_s:.1f}s", file=sys.stderr)
+    for i, out in enumerate(outputs):
+        if args.show_steps:
+            _show_steps(llm, out, label=f"[{i + 1}] " if len(outputs) > 1 else "", color=tty)
+        if args.json:
+            print(json.dumps(out.to_dict(), ensure_ascii=False), flush=True)
+        else:
+            if len(outputs) > 1:
+                print(f"=== [{i + 1}/{len(outputs)}] ===")
+            print(out.text if out.text is not None else ",".join(map(str, out.token_ids)), flush=True)
+        s = out.stats
+        print(f"{f'[{i + 1}] ' if len(outputs) > 1 else ''}nfe={s.nfe} steps={s.steps} "
+              f"tokens/forward={s.tokens_per_forward:.2f} answer_tokens={s.answer_tokens} "
+              f"finish={out.finish_reason} elapsed={s.elapsed_s:.2f}s", file=sys.stderr)
+    return 0
+
+
+class _Status:
+    """One overwritable progress line on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.shown = enabled, False
+
+    def show(self, msg: str):
+        if self.enabled:
+            print(f"\r\033[K{msg}", end="", file=sys.stderr, flush=True)
+            self.shown = True
+
+    def clear(self):
+        if self.shown:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+            self.shown = False
+
+
+def _show_steps(llm, out, label: str, color: bool):
+    """Replay stats.trace: one frame per step that changes the answer up to its first end token."""
+    trace = out.stats.trace
+    n = 1 + max((p for e in trace for p in e["positions"]), default=-1)
+    final = [None] * n
+    for e in trace:
+        for p, t in zip(e["positions"], e["tokens"]):
+            final[p] = t
+    stop = getattr(llm, "stop_ids", set())
+    width = next((i + 1 for i, t in enumerate(final) if t in stop), n)
+    color = color and not os.environ.get("NO_COLOR")
+    dim, new, reset = ("\033[2m", "\033[1;32m", "\033[0m") if color else ("", "", "")
+    tok = llm.tokenizer
+
+    def piece(t):
+        if tok is None:
+            return f"[{t}]"
+        text = tok.decode([t], skip_special_tokens=False).translate(_VISIBLE)
+        return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)   # no raw control codes
+
+    sep = "" if tok is not None else " "   # token texts carry their own spaces; ids do not
+    canvas = [None] * width
+    print(f"{label}step   0 │ {sep.join(f'{dim}{MASK}{reset}' for _ in canvas)}", file=sys.stderr)
+    for e in trace:
+        fresh = {p for p in e["positions"] if p < width}
+        if not fresh:
+            continue
+        for p, t in zip(e["positions"], e["tokens"]):
+            if p < width:
+                canvas[p] = t
+        cells = [f"{dim}{MASK}{reset}" if t is None else f"{new}{piece(t)}{reset}" if p in fresh else piece(t)
+                 for p, t in enumerate(canvas)]
+        print(f"{label}step {e['step'] + 1:3d} │ {sep.join(cells)}", file=sys.stderr)
+        if None not in canvas:
+            break
+
+
+def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DllmError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:   # e.g. `dllm generate ... | head -1`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())
