@@ -126,3 +126,11 @@ def write_dream(path, *, tokenizer=True, dim=64, n_layers=2, n_heads=4, n_kv_hea
     _write_shards(path, t, shards)
     (path / "generation_config.json").write_text(json.dumps({"eos_token_id": eos, "mask_token_id": mask}))
     return cfg, t, info
+
+
+if __name__ == "__main__":  # python -m tests.checkpoints DIR [llada|dream]: a tiny random checkpoint to try dllm on
+    import sys
+
+    out, family = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "llada")
+    (write_dream if family == "dream" else write_llada)(out)
+    print(f"wrote a tiny random {family} checkpoint (published layout, random weights) to {out}")
