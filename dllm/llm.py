@@ -144,6 +144,6 @@ class LLM:
         stats = GenerationStats(
             nfe=row.nfe, steps=row.steps, elapsed_s=elapsed, prompt_tokens=len(prompt_ids),
             answer_tokens=len(answer), tokens_per_forward=len(answer) / row.nfe if row.nfe else 0.0,
-            trace=row.trace)
+            trace=row.trace, cache_bytes=row.cache_bytes)
         return RequestOutput(text=text, token_ids=answer, prompt_token_ids=list(prompt_ids), stats=stats,
                              finish_reason=reason)

@@ -12,6 +12,7 @@ class GenerationStats:
     elapsed_s: float = 0.0       # wall time of the generate() call that served the request
     prompt_tokens: int = 0
     answer_tokens: int = 0
+    cache_bytes: int = 0         # KV cache allocated for the batch that served the request
     trace: list = field(default_factory=list)  # per step, when SamplingParams(trace=True)
 
 

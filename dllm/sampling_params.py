@@ -38,7 +38,14 @@ class SamplingParams:
     eps: float = 1e-3
     cfg_scale: float = 0.0
     threshold: float = 0.9
+    # KV cache (Fast-dLLM): "prefix" | "dual" reuse keys/values within a block; refreshed by a
+    # full forward at each block start, and also every `refresh_every` forwards (0: never);
+    # `refresh_window` columns either side of the block are recomputed on cached steps;
+    # `cache_prompt` keeps the prompt's keys/values from the first forward for every block.
     cache: str = "none"
+    refresh_every: int = 0
+    refresh_window: int = 0
+    cache_prompt: bool = False
     regex: Optional[str] = None
     json_schema: Optional[dict] = None
     grammar: Optional[str] = None
@@ -93,6 +100,10 @@ class SamplingParams:
             bad(f"threshold must be in [0, 1], got {self.threshold!r}.")
         if self.cache not in CACHES:
             bad(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}.")
+        for name in ("refresh_every", "refresh_window"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 0:
+                bad(f"{name} must be an integer >= 0, got {v!r}.")
         if not all(isinstance(s, str) and s for s in self.stop):
             bad("stop must be a list of non-empty strings.")
 

@@ -160,3 +160,106 @@ def dream_generate(logits_fn, input_ids, *, steps, max_new_tokens, mask_id, eps=
             rows = torch.arange(x.size(0))[:, None].expand_as(idx)
             x[rows, idx] = cand[rows, idx]
     return x[0, input_ids.shape[1]:]
+
+
+# ---- Fast-dLLM's block-wise caches (NVlabs/Fast-dLLM llada/generate.py), batch of one ---------------
+# Its LLaDA attention keeps keys/values *before* RoPE, [B, Hkv, S, hd]. With a prefix cache it
+# concatenates the new window's keys after the cached ones (queries at positions S..S+T-1);
+# with a dual cache it overwrites the block's columns in the full-length cache in place
+# (queries at the block's positions). RoPE is applied to the whole key sequence each call.
+
+def llada_kv_forward(sd, cfg, ids, past=None, replace=None):
+    """-> (logits [B, T, V], [(k, v) per layer] pre-RoPE over all key columns)."""
+    d, H = cfg["d_model"], cfg["n_heads"]
+    Hkv = cfg.get("n_kv_heads") or H
+    hd = d // H
+    B, T = ids.shape
+    x = F.embedding(ids, sd["model.transformer.wte.weight"])
+    inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float) / hd))
+    present = []
+    for i in range(cfg["n_layers"]):
+        p = f"model.transformer.blocks.{i}."
+        w = lambda n: sd[p + n]
+        h = _rms(x, w("attn_norm.weight"), cfg["rms_norm_eps"])
+        q = F.linear(h, w("q_proj.weight")).view(B, T, H, hd).transpose(1, 2)
+        k = F.linear(h, w("k_proj.weight")).view(B, T, Hkv, hd).transpose(1, 2)
+        v = F.linear(h, w("v_proj.weight")).view(B, T, Hkv, hd).transpose(1, 2)
+        if past is not None and replace is None:
+            k, v = torch.cat([past[i][0], k], 2), torch.cat([past[i][1], v], 2)
+            q_end = k.shape[2]
+        elif past is not None:
+            pk, pv = past[i][0].clone(), past[i][1].clone()
+            pk[:, :, replace[0]:replace[1]], pv[:, :, replace[0]:replace[1]] = k, v
+            k, v, q_end = pk, pv, replace[1]
+        else:
+            q_end = T
+        present.append((k, v))
+        S = k.shape[2]
+        ang = torch.einsum("i,j->ij", torch.arange(S, dtype=torch.float), inv)
+        ang = torch.cat((ang, ang), -1)
+        sin, cos = ang.sin()[None, None], ang.cos()[None, None]
+        qs, qc = sin[:, :, q_end - T:q_end], cos[:, :, q_end - T:q_end]
+        q = (q.float() * qc + _rot(q.float()) * qs).to(q.dtype)
+        kr = (k.float() * cos + _rot(k.float()) * sin).to(k.dtype)
+        kr = kr.repeat_interleave(H // Hkv, dim=1)
+        vr = v.repeat_interleave(H // Hkv, dim=1)
+        att = torch.softmax((q @ kr.transpose(-1, -2)) / math.sqrt(hd), dim=-1) @ vr
+        x = x + F.linear(att.transpose(1, 2).reshape(B, T, d), w("attn_out.weight"))
+        h = _rms(x, w("ff_norm.weight"), cfg["rms_norm_eps"])
+        x = x + F.linear(F.silu(F.linear(h, w("ff_proj.weight"))) * F.linear(h, w("up_proj.weight")), w("ff_out.weight"))
+    x = _rms(x, sd["model.transformer.ln_f.weight"], cfg["rms_norm_eps"])
+    return F.linear(x, sd["model.transformer.ff_out.weight"]), present
+
+
+def _fast_dllm_pick(logits, mask_index, x, k):
+    """get_transfer_index at temperature 0, low_confidence, fixed count k (float64 softmax)."""
+    x0 = logits.argmax(-1)
+    p = F.softmax(logits.to(torch.float64), dim=-1)
+    x0_p = torch.gather(p, -1, x0[..., None]).squeeze(-1)
+    x0 = torch.where(mask_index, x0, x)
+    conf = torch.where(mask_index, x0_p, torch.tensor(-float("inf"), dtype=torch.float64))
+    sel = torch.zeros_like(x0, dtype=torch.bool)
+    if k:
+        sel[0, torch.topk(conf[0], k=k).indices] = True
+    return x0, sel
+
+
+def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask_id, cache):
+    """generate_with_prefix_cache / generate_with_dual_cache -> (answer ids, nfe)."""
+    x = torch.full((1, prompt.shape[1] + gen_length), mask_id, dtype=torch.long)
+    x[:, : prompt.shape[1]] = prompt
+    nb = gen_length // block_length
+    spb = steps // nb
+    nfe = 0
+    for blk in range(nb):
+        bs = prompt.shape[1] + blk * block_length
+        be = bs + block_length
+        m = (x[:, bs:be] == mask_id).sum(1, keepdim=True)
+        counts = torch.zeros(1, spb, dtype=torch.long) + m // spb
+        counts[0, : int(m % spb)] += 1
+        logits, past = llada_kv_forward(sd, cfg, x)
+        mask_index = x == mask_id
+        mask_index[:, be:] = False
+        x0, sel = _fast_dllm_pick(logits, mask_index, x, int(counts[0, 0]))
+        x[sel] = x0[sel]
+        nfe += 1
+        if cache == "prefix":
+            past = [(k[:, :, :bs], v[:, :, :bs]) for k, v in past]
+        i = 1
+        while (x[:, bs:be] == mask_id).any():
+            nfe += 1
+            if cache == "prefix":
+                window = x[:, bs:]
+                logits, _ = llada_kv_forward(sd, cfg, window, past=past)
+                mask_index = window == mask_id
+                mask_index[:, block_length:] = False
+            else:
+                window = x[:, bs:be]
+                logits, _ = llada_kv_forward(sd, cfg, window, past=past, replace=(bs, be))
+                mask_index = window == mask_id
+            x0, sel = _fast_dllm_pick(logits, mask_index, window, int(counts[0, i]))
+            window = window.clone()
+            window[sel] = x0[sel]
+            x[:, bs:bs + window.shape[1]] = window
+            i += 1
+    return x[0, prompt.shape[1]:], nfe

@@ -150,7 +150,7 @@ def test_errors_are_clear(llada_notok_dir):
     with pytest.raises(PromptError, match="context"):
         llm.generate({"prompt_token_ids": [1] * 4000}, SamplingParams(max_new_tokens=128))
     with pytest.raises(DllmError, match="not available"):
-        llm.generate({"prompt_token_ids": [1]}, SamplingParams(max_new_tokens=4, cache="dual"))
+        llm.generate({"prompt_token_ids": [1]}, SamplingParams(max_new_tokens=4, regex="[a-z]+"))
 
 
 @pytest.mark.parametrize("kw,match", [

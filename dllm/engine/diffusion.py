@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dllm.engine.canvas import Canvas
+from dllm.engine.kv_cache import BlockRunner
 from dllm.engine.scoring import propose
 from dllm.errors import UnsupportedError
 from dllm.models.config import ModelArgs
@@ -24,6 +25,7 @@ class RowResult:
     nfe: int = 0
     steps: int = 0
     trace: list = field(default_factory=list)
+    cache_bytes: int = 0
 
 
 def schedule_style(params, args: ModelArgs) -> str:
@@ -40,8 +42,6 @@ def steps_per_block(total: int, blocks: int) -> list[int]:
 @torch.no_grad()
 def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_ids,
                        pad_id: int) -> list[RowResult]:
-    if params.cache != "none":
-        raise UnsupportedError(f"cache={params.cache!r} is not available in this build of dllm yet; use cache='none'.")
     if params.regex or params.json_schema or params.grammar:
         raise UnsupportedError("constrained decoding (regex, json_schema, grammar) is not available in this build of dllm yet.")
     device = next(model.parameters()).device
@@ -54,20 +54,17 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     if params.seed is not None:
         gen = torch.Generator(device=device).manual_seed(params.seed)
     stop = torch.tensor(sorted(stop_ids) or [-1], device=device)
-    cfg = params.cfg_scale > 0
     results = [RowResult(answer=[]) for _ in prompts]
+    runner = BlockRunner(model, args, params, canvas, len(prompts))
+    forward_cost = 2 if runner.cfg else 1
     active = list(range(len(prompts)))
+    rows = torch.arange(len(prompts), device=device)
+    x, valid, pos = canvas.x, canvas.valid, canvas.positions
     global_step = 0
     for b, steps in enumerate(steps_per_block(params.total_steps, params.num_blocks)):
         blk = canvas.block_slice(b * bl, bl)
-        rows = torch.tensor(active, device=device)
-        x = canvas.x.index_select(0, rows)
-        valid, pos = canvas.valid.index_select(0, rows), canvas.positions.index_select(0, rows)
-        if cfg:  # unconditional copy: the prompt itself masked out (LLaDA's classifier-free guidance)
-            prompt_cols = torch.zeros_like(valid)
-            prompt_cols[:, :P] = valid[:, :P]
-            x2, valid2, pos2 = torch.cat([x, x]), torch.cat([valid, valid]), torch.cat([pos, pos])
         sched.begin_block((x[:, blk] == mask_id).sum(1).tolist(), steps)
+        runner.begin_block()
         step = 0
         while not sched.block_done(step):
             plan = sched.plan(step)
@@ -75,33 +72,40 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             if plan is not None and not any(plan):
                 continue
             masked = x[:, blk] == mask_id
-            if cfg:
-                x2[: len(active)] = x
-                x2[len(active):] = x.masked_fill(prompt_cols, mask_id)
-                cond, uncond = model(x2, pos2, None, blk, valid2).chunk(2)
-                logits = uncond + (params.cfg_scale + 1) * (cond - uncond)
-            else:
-                logits = model(x, pos, None, blk, valid)
+            logits = runner(x, valid, pos, blk)
             tokens, scores = propose(
                 logits, remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
                 top_k=params.top_k, style=style, generator=gen, banned=mask_id)
             commit = sched.select(step - 1, scores, masked, plan)
             x[:, blk] = torch.where(commit, tokens, x[:, blk])
-            for i, r in enumerate(active):
-                results[r].nfe += 2 if cfg else 1
+            for r in active:
+                results[r].nfe += forward_cost
                 results[r].steps += 1
             if params.trace:
                 _record(results, active, commit, tokens, scores, b * bl, global_step, b)
             global_step += 1
-        canvas.x[rows] = x
         done = torch.isin(x[:, P:blk.stop], stop).any(1).tolist()   # one host sync per block
-        active = [r for r, d in zip(active, done) if not d]
-        if not active:
-            break
+        if any(done):  # finished requests leave the batch: write them back, keep the others
+            _write_back(canvas, rows, x)
+            keep = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
+            active = [r for r, d in zip(active, done) if not d]
+            if not active:
+                break
+            runner.keep_rows(keep, len(done))
+            rows, x, valid, pos = rows[keep], x[keep], valid[keep], pos[keep]
+    else:
+        _write_back(canvas, rows, x)
+    for r in results:
+        r.cache_bytes = runner.cache.nbytes if runner.cache is not None else 0
     answers = canvas.answers().tolist()
     for r, res in enumerate(results):
         res.answer = answers[r]
     return results
+
+
+def _write_back(canvas, rows, x):
+    if x is not canvas.x:   # a compacted copy once some requests have finished
+        canvas.x[rows] = x
 
 
 def _record(results, active, commit, tokens, scores, offset, global_step, block):

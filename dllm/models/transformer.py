@@ -68,22 +68,24 @@ def apply_rope(x, cos, sin, fp32: bool):
 
 
 class Attention(nn.Module):
-    def __init__(self, a: ModelArgs):
+    def __init__(self, a: ModelArgs, layer: int):
         super().__init__()
-        self.a = a
+        self.a, self.layer = a, layer
         hd = a.head_dim
         self.wq = nn.Linear(a.dim, a.n_heads * hd, bias=a.qkv_bias)
         self.wk = nn.Linear(a.dim, a.n_kv_heads * hd, bias=a.qkv_bias)
         self.wv = nn.Linear(a.dim, a.n_kv_heads * hd, bias=a.qkv_bias)
         self.wo = nn.Linear(a.n_heads * hd, a.dim, bias=False)
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, cache):
         B, T, _ = x.shape
         a, hd = self.a, self.a.head_dim
         q = self.wq(x).view(B, T, a.n_heads, hd).transpose(1, 2)      # [B, H, T, hd]
         k = self.wk(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)   # [B, Hkv, T, hd]
         v = self.wv(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)
         q, k = apply_rope(q, cos, sin, a.rope_fp32), apply_rope(k, cos, sin, a.rope_fp32)
+        if cache is not None:   # write this window's k/v in place, attend over every cached column
+            k, v = cache.update(self.layer, k, v)
         if a.causal:
             causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             mask = causal if mask is None else mask & causal
@@ -103,15 +105,15 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, a: ModelArgs):
+    def __init__(self, a: ModelArgs, layer: int):
         super().__init__()
         self.attention_norm = RMSNorm(a.dim, a.norm_eps)
-        self.attention = Attention(a)
+        self.attention = Attention(a, layer)
         self.ffn_norm = RMSNorm(a.dim, a.norm_eps)
         self.feed_forward = FeedForward(a)
 
-    def forward(self, x, cos, sin, mask):
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask, cache):
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -122,29 +124,30 @@ class Transformer(nn.Module):
         # weights always come from a checkpoint: skip Embedding's normal_ init (on the meta device it
         # pulls in torch._dynamo, ~1.5 s of start-up for nothing)
         self.tok_embeddings = nn.Embedding(a.vocab_size, a.dim, _weight=torch.empty(a.vocab_size, a.dim))
-        self.layers = nn.ModuleList(Block(a) for _ in range(a.n_layers))
+        self.layers = nn.ModuleList(Block(a, i) for i in range(a.n_layers))
         self.norm = RMSNorm(a.dim, a.norm_eps)
         self.output = None if a.tie_embeddings else nn.Linear(a.dim, a.vocab_size, bias=False)
         self.rotary = Rotary(a.head_dim, a.rope_theta)
 
     @torch.no_grad()
     def forward(self, token_ids, positions, cache=None, query_slice: slice | None = None, attn_mask=None):
-        """token_ids, positions [B, L]; attn_mask [B, L] bool (False = padding, never attended).
+        """token_ids, positions [B, T]: the rows to run (a window of the canvas when cached).
 
+        cache: None (keys = these T rows) or a KVCache (engine/kv_cache.py) that receives
+        these rows' keys/values at its `start` column and supplies all of its L columns.
+        attn_mask [B, keys] bool: False on padding, never attended.
         Returns logits [B, Q, vocab] for the rows in query_slice (all rows when None): the LM
         head never runs on rows nobody reads. For shift_logits families (Dream) row i is scored
         by the hidden state at i-1 (row 0 by itself, as Dream does).
         """
-        if cache is not None:
-            raise NotImplementedError("KV caching is not wired into this forward yet")
         a = self.args
         h = self.tok_embeddings(token_ids)
         if a.input_emb_scale:
             h = h * (a.dim ** 0.5)
-        cos, sin = self.rotary(positions, token_ids.shape[1])
+        cos, sin = self.rotary(positions, token_ids.shape[1] if cache is None else cache.length)
         mask = None if attn_mask is None else attn_mask[:, None, None, :]
         for layer in self.layers:
-            h = layer(h, cos, sin, mask)
+            h = layer(h, cos, sin, mask, cache)
         L = token_ids.shape[1]
         q = query_slice if query_slice is not None else slice(0, L)
         start, stop, _ = q.indices(L)

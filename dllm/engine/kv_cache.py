@@ -1,0 +1,101 @@
+"""Block-wise approximate KV caching (Fast-dLLM's prefix and dual cache) without per-step copies.
+
+Bidirectional attention has no exact KV cache: every token's keys/values depend on every
+other token. Fast-dLLM (arXiv 2505.22618) refreshes the cache with one full forward at the
+start of each block and reuses it for the block's later steps:
+  prefix: later steps run [block | suffix] against cached keys/values of the prefix;
+  dual:   later steps run only the block against cached prefix and suffix.
+Here the keys/values of every canvas column live in one preallocated buffer per layer,
+[B, Hkv, L, hd] in the model dtype; a forward over a window of columns writes its fresh
+keys/values into the buffer by index and attends over all L columns, which is the same
+computation as the reference's concatenation (prefix) and in-place replacement (dual).
+"""
+from __future__ import annotations
+
+import torch
+
+from dllm.models.config import ModelArgs
+
+
+class KVCache:
+    def __init__(self, args: ModelArgs, batch: int, length: int, dtype, device):
+        shape = (args.n_layers, batch, args.n_kv_heads, length, args.head_dim)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.length = length
+        self.start = 0          # canvas column of the first row of the window being run
+
+    def update(self, layer: int, k, v):
+        """Write the window's k, v [B, Hkv, T, hd] at columns [start, start + T); return all L columns."""
+        end = self.start + k.shape[2]
+        self.k[layer, :, :, self.start:end] = k
+        self.v[layer, :, :, self.start:end] = v
+        return self.k[layer], self.v[layer]
+
+    def keep_rows(self, idx: torch.Tensor):
+        """Drop finished requests (between blocks only)."""
+        self.k, self.v = self.k[:, idx], self.v[:, idx]
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2
+
+
+class BlockRunner:
+    """Runs the model for the active block: cache mode, refresh policy and classifier-free guidance.
+
+    Refresh (a forward over the whole canvas that rewrites the cache) happens at the first
+    forward of each block and, with refresh_every = N, on every N-th forward of the block;
+    refresh_window = w also recomputes w columns on each side of the block on cached steps
+    (dInfer's vicinity refresh). cache_prompt keeps the prompt's keys/values from the
+    request's first forward and starts later refreshes at the answer.
+    """
+
+    def __init__(self, model, args: ModelArgs, params, canvas, batch: int):
+        self.model, self.args, self.p, self.canvas = model, args, params, canvas
+        self.cfg = params.cfg_scale > 0
+        self.shift = 1 if args.shift_logits else 0
+        self.cache = None
+        if params.cache != "none":
+            rows = batch * (2 if self.cfg else 1)
+            dtype = next(model.parameters()).dtype
+            self.cache = KVCache(args, rows, canvas.x.shape[1], dtype, canvas.x.device)
+        self.prompt_cached = False
+
+    def begin_block(self):
+        self.forwards = 0
+
+    def keep_rows(self, idx: torch.Tensor, batch: int):
+        if self.cache is not None:
+            self.cache.keep_rows(torch.cat([idx, idx + batch]) if self.cfg else idx)
+
+    def __call__(self, x, valid, pos, blk: slice):
+        """x, valid, pos [B, L] of the active rows -> logits [B, block, V] for the block's columns."""
+        if self.cfg:  # unconditional copy: the prompt itself masked out (LLaDA's guidance)
+            P = self.canvas.prompt_len
+            un = x.clone()
+            un[:, :P] = x[:, :P].masked_fill(valid[:, :P], self.args.mask_token_id)
+            x, valid, pos = torch.cat([x, un]), torch.cat([valid, valid]), torch.cat([pos, pos])
+        logits = self._forward(x, valid, pos, blk)
+        self.forwards += 1
+        if self.cfg:
+            cond, uncond = logits.chunk(2)
+            logits = uncond + (self.p.cfg_scale + 1) * (cond - uncond)
+        return logits
+
+    def _forward(self, x, valid, pos, blk):
+        if self.cache is None:
+            return self.model(x, pos, None, blk, valid)
+        L, p = x.shape[1], self.p
+        refresh = self.forwards == 0 or (p.refresh_every and self.forwards % p.refresh_every == 0)
+        if refresh:
+            start = self.canvas.prompt_len - self.shift if (p.cache_prompt and self.prompt_cached) else 0
+            stop = L
+            self.prompt_cached = True
+        else:
+            start = blk.start - p.refresh_window - self.shift
+            stop = L if p.cache == "prefix" else min(blk.stop + p.refresh_window, L)
+        start = max(start, 0)
+        self.cache.start = start
+        q = slice(blk.start - start, blk.stop - start)
+        return self.model(x[:, start:stop], pos[:, start:stop], self.cache, q, valid)

@@ -1,0 +1,149 @@
+"""Block-wise KV caching: Fast-dLLM parity, refresh policies, batches, memory."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dllm import LLM, SamplingParams
+from tests import reference
+
+
+def _state(path):
+    sd = {}
+    for f in sorted(path.glob("*.safetensors")):
+        sd.update(load_file(str(f)))
+    return sd, json.loads((path / "config.json").read_text())
+
+
+def _prompt(V, n, seed):
+    return torch.randint(0, V - 8, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def _upto(ids, stops):
+    out = []
+    for t in ids:
+        if t in stops:
+            break
+        out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("gen,block,steps", [(16, 4, 8), (16, 8, 16), (12, 4, 12), (12, 12, 6)])
+def test_tokens_and_forwards_equal_fast_dllm(llada_notok_dir, cache, gen, block, steps):
+    sd, cfg = _state(llada_notok_dir)
+    llm = LLM(llada_notok_dir)
+    for seed in range(3):
+        prompt = _prompt(cfg["vocab_size"], 4 + 2 * seed, seed)
+        ref, ref_nfe = reference.fast_dllm_generate(sd, cfg, prompt, steps=steps, gen_length=gen,
+                                                    block_length=block, mask_id=cfg["mask_token_id"], cache=cache)
+        out = llm.generate({"prompt_token_ids": prompt[0].tolist()},
+                           SamplingParams(max_new_tokens=gen, block_length=block, steps=steps, cache=cache))[0]
+        want = _upto(ref.tolist(), llm.stop_ids)
+        assert out.token_ids == want
+        if len(want) == gen:        # no EOS: dllm ran every block, as the reference does
+            assert out.stats.nfe == ref_nfe
+
+
+def test_cache_changes_results_only_as_an_approximation(llada_notok_dir):
+    # the cached runs are not secretly full forwards: some setting must differ from cache="none"
+    llm = LLM(llada_notok_dir)
+    diffs = 0
+    for seed in range(4):
+        p = {"prompt_token_ids": _prompt(llm.args.vocab_size, 5, seed)[0].tolist()}
+        base = llm.generate(p, SamplingParams(max_new_tokens=16, block_length=8, steps=16))[0].token_ids
+        for cache in ("prefix", "dual"):
+            diffs += llm.generate(p, SamplingParams(max_new_tokens=16, block_length=8, steps=16, cache=cache))[0].token_ids != base
+    assert diffs > 0
+
+
+@pytest.mark.parametrize("fixture", ["llada_notok_dir", "dream_dir"])
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("policy", [dict(refresh_every=1), dict(refresh_window=64)])
+def test_full_refresh_equals_no_cache(request, fixture, cache, policy):
+    """Refreshing on every step (or recomputing a window covering the canvas) is exact."""
+    llm = LLM(request.getfixturevalue(fixture))
+    V = llm.args.vocab_size
+    prompts = [{"prompt_token_ids": _prompt(V, n, n)[0].tolist()} for n in (3, 9)]
+    base = SamplingParams(max_new_tokens=16, block_length=4, steps=8)
+    want = llm.generate(prompts, base)
+    got = llm.generate(prompts, SamplingParams(**{**base.to_dict(), "cache": cache, **policy}))
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]
+    assert [o.stats.nfe for o in got] == [o.stats.nfe for o in want]
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("fixture", ["llada_notok_dir", "dream_dir"])
+def test_cached_output_does_not_depend_on_the_batch(request, fixture, cache):
+    llm = LLM(request.getfixturevalue(fixture))
+    V = llm.args.vocab_size
+    prompts = [{"prompt_token_ids": _prompt(V, n, n)[0].tolist()} for n in (2, 10, 5)]
+    params = SamplingParams(max_new_tokens=12, block_length=4, steps=6, cache=cache, refresh_window=1)
+    batched = llm.generate(prompts, params)
+    alone = [llm.generate([p], params)[0] for p in prompts]
+    assert [o.token_ids for o in batched] == [o.token_ids for o in alone]
+
+
+class Recorder:
+    def __init__(self, model):
+        self.model, self.windows = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def __call__(self, ids, pos, cache, q, valid):
+        start = cache.start if cache is not None else 0
+        self.windows.append((start, start + ids.shape[1], q.start + start, q.stop + start))
+        return self.model(ids, pos, cache, q, valid)
+
+
+@pytest.mark.parametrize("cache,cache_prompt,every,window", [
+    ("prefix", False, 0, 0), ("dual", False, 0, 0), ("dual", True, 0, 0), ("dual", False, 2, 0), ("dual", False, 0, 2),
+    ("prefix", True, 0, 1)])
+def test_windows_follow_the_policy(llada_notok_dir, cache, cache_prompt, every, window):
+    from dllm.engine.diffusion import diffusion_generate
+
+    llm = LLM(llada_notok_dir)
+    rec = Recorder(llm.model)
+    P, N, bl = 5, 12, 4
+    params = SamplingParams(max_new_tokens=N, block_length=bl, steps=12, cache=cache, cache_prompt=cache_prompt,
+                            refresh_every=every, refresh_window=window)
+    diffusion_generate(rec, llm.args, [[1, 2, 3, 4, 5]], params, set(), pad_id=0)
+    L = P + N
+    per_block = [rec.windows[i:i + 4] for i in range(0, len(rec.windows), 4)]
+    assert len(per_block) == 3
+    for b, ws in enumerate(per_block):
+        bs, be = P + b * bl, P + (b + 1) * bl
+        for f, (s, e, qs, qe) in enumerate(ws):
+            assert (qs, qe) == (bs, be)                       # logits only for the block
+            refresh = f == 0 or (every and f % every == 0)
+            if refresh:
+                assert (s, e) == ((P if cache_prompt and b > 0 else 0), L)
+            else:
+                assert s == bs - window
+                assert e == (L if cache == "prefix" else min(be + window, L))
+
+
+def test_cache_memory_is_reported_and_preallocated(llada_notok_dir):
+    llm = LLM(llada_notok_dir)
+    a = llm.args
+    out = llm.generate([{"prompt_token_ids": [1, 2, 3]}, {"prompt_token_ids": [4, 5]}],
+                       SamplingParams(max_new_tokens=8, block_length=4, steps=4, cache="dual"))
+    L = 3 + 8
+    assert out[0].stats.cache_bytes == 2 * a.n_layers * 2 * a.n_kv_heads * L * a.head_dim * 4
+    none = llm.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(max_new_tokens=8, block_length=4, steps=4))
+    assert none[0].stats.cache_bytes == 0
+
+
+def test_cache_with_guidance_and_sampling_runs(llada_notok_dir):
+    llm = LLM(llada_notok_dir)
+    p = {"prompt_token_ids": [1, 2, 3, 4]}
+    base = SamplingParams(max_new_tokens=8, block_length=4, steps=8, cfg_scale=1.0)
+    exact = llm.generate(p, SamplingParams(**{**base.to_dict(), "cache": "dual", "refresh_every": 1}))[0]
+    assert exact.token_ids == llm.generate(p, base)[0].token_ids
+    s = llm.generate(p, SamplingParams(**{**base.to_dict(), "cache": "prefix", "temperature": 0.8, "seed": 1}))[0]
+    assert s.stats.nfe == 2 * s.stats.steps
