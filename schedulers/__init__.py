@@ -9,6 +9,7 @@ import importlib
 
 SCHEDULERS = {
     "topk": "dllm.schedulers.topk:TopK",
+    "threshold": "dllm.schedulers.threshold:Threshold",
 }
 
 

@@ -1,9 +1,11 @@
 """The scheduler interface: which masked slots of the active block to commit at each step.
 
-The engine calls, per block: begin_block(masked_counts, steps); then while not
-block_done(step): plan(step) (host-side commit counts per row, or None for adaptive
-schedulers), one forward, and select(step, scores, masked, plan) -> commit mask [B, L].
-State is per request row; the engine only drops finished rows between blocks.
+The engine calls, per block: begin_block(masked_counts, steps); then, for fixed-count
+schedulers (fixed = True), while not block_done(step): plan(step) gives host-side commit
+counts per row; for adaptive ones (fixed = False) it steps until the block has no mask
+(one host check per step, which those methods need). Each step is one forward and
+select(step, scores, masked, plan) -> commit mask [B, L]. State is per request row; the
+engine only drops finished rows between blocks.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import torch
 class Scheduler:
     #: "llada" | "dream": which published definition of the proposal and its score to use
     style: str = "llada"
+    #: True: a fixed number of steps per block with counts known in advance (no host sync)
+    fixed: bool = True
 
     def __init__(self, params, style: str):
         self.params, self.style = params, style
@@ -21,7 +25,7 @@ class Scheduler:
         raise NotImplementedError
 
     def block_done(self, step: int) -> bool:
-        raise NotImplementedError
+        raise NotImplementedError   # fixed schedulers only
 
     def plan(self, step: int) -> list[int] | None:
         return None
@@ -44,3 +48,11 @@ def commit_top(scores: torch.Tensor, masked: torch.Tensor, counts: list[int]) ->
         if k:
             commit[r, torch.topk(ranked[r], k).indices] = True
     return commit
+
+
+def commit_best_and_above(scores: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Every masked slot scoring >= threshold, and always each row's best masked slot."""
+    ranked = scores.masked_fill(~masked, float("-inf"))
+    commit = masked & (ranked >= threshold)
+    best = ranked.argmax(-1, keepdim=True)
+    return commit.scatter_(1, best, masked.gather(1, best))

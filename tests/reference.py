@@ -211,21 +211,29 @@ def llada_kv_forward(sd, cfg, ids, past=None, replace=None):
     return F.linear(x, sd["model.transformer.ff_out.weight"]), present
 
 
-def _fast_dllm_pick(logits, mask_index, x, k):
-    """get_transfer_index at temperature 0, low_confidence, fixed count k (float64 softmax)."""
+def _fast_dllm_pick(logits, mask_index, x, k, threshold=None):
+    """get_transfer_index at temperature 0, low_confidence (float64 softmax): the k most
+    confident masked slots, or with a threshold the top-1 plus every slot >= threshold."""
     x0 = logits.argmax(-1)
     p = F.softmax(logits.to(torch.float64), dim=-1)
     x0_p = torch.gather(p, -1, x0[..., None]).squeeze(-1)
     x0 = torch.where(mask_index, x0, x)
     conf = torch.where(mask_index, x0_p, torch.tensor(-float("inf"), dtype=torch.float64))
     sel = torch.zeros_like(x0, dtype=torch.bool)
+    if threshold is not None:
+        k = int(mask_index.sum())
     if k:
-        sel[0, torch.topk(conf[0], k=k).indices] = True
+        idx = torch.topk(conf[0], k=k).indices
+        sel[0, idx] = True
+        if threshold is not None:
+            for j in range(1, k):
+                if conf[0, idx[j]] < threshold:
+                    sel[0, idx[j]] = False
     return x0, sel
 
 
-def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask_id, cache):
-    """generate_with_prefix_cache / generate_with_dual_cache -> (answer ids, nfe)."""
+def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask_id, cache, threshold=None):
+    """generate (cache "none") / generate_with_prefix_cache / generate_with_dual_cache -> (answer, nfe)."""
     x = torch.full((1, prompt.shape[1] + gen_length), mask_id, dtype=torch.long)
     x[:, : prompt.shape[1]] = prompt
     nb = gen_length // block_length
@@ -240,7 +248,7 @@ def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask
         logits, past = llada_kv_forward(sd, cfg, x)
         mask_index = x == mask_id
         mask_index[:, be:] = False
-        x0, sel = _fast_dllm_pick(logits, mask_index, x, int(counts[0, 0]))
+        x0, sel = _fast_dllm_pick(logits, mask_index, x, int(counts[0, 0]), threshold)
         x[sel] = x0[sel]
         nfe += 1
         if cache == "prefix":
@@ -248,7 +256,11 @@ def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask
         i = 1
         while (x[:, bs:be] == mask_id).any():
             nfe += 1
-            if cache == "prefix":
+            if cache == "none":
+                window = x[:, bs:be]
+                logits = llada_kv_forward(sd, cfg, x)[0][:, bs:be]
+                mask_index = window == mask_id
+            elif cache == "prefix":
                 window = x[:, bs:]
                 logits, _ = llada_kv_forward(sd, cfg, window, past=past)
                 mask_index = window == mask_id
@@ -257,7 +269,8 @@ def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask
                 window = x[:, bs:be]
                 logits, _ = llada_kv_forward(sd, cfg, window, past=past, replace=(bs, be))
                 mask_index = window == mask_id
-            x0, sel = _fast_dllm_pick(logits, mask_index, window, int(counts[0, i]))
+            x0, sel = _fast_dllm_pick(logits, mask_index, window, int(counts[0, i]) if threshold is None else 0,
+                                      threshold)
             window = window.clone()
             window[sel] = x0[sel]
             x[:, bs:bs + window.shape[1]] = window

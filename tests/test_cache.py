@@ -147,3 +147,21 @@ def test_cache_with_guidance_and_sampling_runs(llada_notok_dir):
     assert exact.token_ids == llm.generate(p, base)[0].token_ids
     s = llm.generate(p, SamplingParams(**{**base.to_dict(), "cache": "prefix", "temperature": 0.8, "seed": 1}))[0]
     assert s.stats.nfe == 2 * s.stats.steps
+
+
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+@pytest.mark.parametrize("threshold", [0.9, 0.5, 0.2])
+def test_threshold_scheduler_equals_fast_dllm(llada_notok_dir, cache, threshold):
+    sd, cfg = _state(llada_notok_dir)
+    llm = LLM(llada_notok_dir)
+    for seed in range(2):
+        prompt = _prompt(cfg["vocab_size"], 5 + seed, seed)
+        ref, ref_nfe = reference.fast_dllm_generate(sd, cfg, prompt, steps=16, gen_length=16, block_length=8,
+                                                    mask_id=cfg["mask_token_id"], cache=cache, threshold=threshold)
+        out = llm.generate({"prompt_token_ids": prompt[0].tolist()},
+                           SamplingParams(max_new_tokens=16, block_length=8, scheduler="threshold",
+                                          threshold=threshold, cache=cache))[0]
+        want = _upto(ref.tolist(), llm.stop_ids)
+        assert out.token_ids == want
+        if len(want) == 16:
+            assert out.stats.nfe == ref_nfe

@@ -106,3 +106,14 @@ def test_sampling_follows_the_tempered_distribution():
                          generator=g)
         freq = torch.bincount(tok.flatten(), minlength=3).float() / tok.numel()
         assert (freq - want).abs().max() < 0.03
+
+
+def test_threshold_commits_the_best_and_everything_above():
+    from dllm.schedulers.base import commit_best_and_above
+
+    scores = torch.tensor([[0.95, 0.2, 0.91, 0.3], [0.1, 0.2, 0.3, 0.4], [0.99, 0.99, 0.99, 0.99]])
+    masked = torch.tensor([[False, True, True, True], [True, True, True, True], [False] * 4])
+    got = commit_best_and_above(scores, masked, 0.9).tolist()
+    assert got[0] == [False, False, True, False]   # 0.95 is not masked
+    assert got[1] == [False, False, False, True]   # nothing above: only the best
+    assert got[2] == [False] * 4                   # a full row commits nothing

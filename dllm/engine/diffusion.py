@@ -66,12 +66,20 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
         sched.begin_block((x[:, blk] == mask_id).sum(1).tolist(), steps)
         runner.begin_block()
         step = 0
-        while not sched.block_done(step):
-            plan = sched.plan(step)
-            step += 1
-            if plan is not None and not any(plan):
-                continue
+        while True:
             masked = x[:, blk] == mask_id
+            if sched.fixed:
+                if sched.block_done(step):
+                    break
+                plan = sched.plan(step)
+                step += 1
+                if not any(plan):
+                    continue
+            else:
+                if not bool(masked.any()):   # adaptive schedulers: the one host check they need
+                    break
+                plan = None
+                step += 1
             logits = runner(x, valid, pos, blk)
             tokens, scores = propose(
                 logits, remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,

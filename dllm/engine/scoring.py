@@ -1,8 +1,8 @@
 """Per-slot statistics of the active block from its logits: the proposed token and its score.
 
 Everything here works on float32 copies of the rows that are read (never the whole canvas,
-never float64). The score that ranks slots is rounded to the model dtype, as LLaDA's and
-Dream's generate functions rank in the dtype of their logits.
+never float64). Scores stay in float32: closer to Fast-dLLM's float64 ranking than the
+model dtype, and identical to every reference in float32 models.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def top_p_filter(logits, p: float):
 
 def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: str,
             generator: torch.Generator | None, banned: int | None = None):
-    """logits [B, L, V] -> (tokens [B, L] long, scores [B, L] in the logits dtype).
+    """logits [B, L, V] -> (tokens [B, L] long, scores [B, L] float32).
 
     style "llada": token = argmax(logits / T + Gumbel) (Gumbel-max sampling; plain argmax at
     T = 0); low_confidence score = softmax(logits)[token] of the untempered logits.
@@ -36,7 +36,6 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
     score = probs[token]. margin = p1 - p2, entropy = sum p log p (higher = more certain),
     random = U(0, 1), each over the same probabilities.
     """
-    dtype = logits.dtype
     l32 = logits.float()
     tempered = l32 / temperature if temperature > 0 else l32
     if top_k is not None:
@@ -75,4 +74,4 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
         score = torch.rand(tokens.shape, generator=generator, device=tokens.device)
     else:  # validated by SamplingParams
         raise AssertionError(remasking)
-    return tokens, score.to(dtype)
+    return tokens, score
