@@ -233,12 +233,13 @@ def _fast_dllm_pick(logits, mask_index, x, k, threshold=None):
 
 
 def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask_id, cache, threshold=None):
-    """generate (cache "none") / generate_with_prefix_cache / generate_with_dual_cache -> (answer, nfe)."""
+    """generate (cache "none") / generate_with_prefix_cache / generate_with_dual_cache
+    -> (answer, nfe, noop forwards among them)."""
     x = torch.full((1, prompt.shape[1] + gen_length), mask_id, dtype=torch.long)
     x[:, : prompt.shape[1]] = prompt
     nb = gen_length // block_length
     spb = steps // nb
-    nfe = 0
+    nfe = noop = 0
     for blk in range(nb):
         bs = prompt.shape[1] + blk * block_length
         be = bs + block_length
@@ -254,8 +255,13 @@ def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask
         if cache == "prefix":
             past = [(k[:, :, :bs], v[:, :, :bs]) for k, v in past]
         i = 1
-        while (x[:, bs:be] == mask_id).any():
+        # the cached functions loop "forward, commit, stop if the block is full": when the
+        # refresh step already filled the block they still spend one forward that commits
+        # nothing (counted in noop; dllm skips it). The plain generate checks after its forward.
+        while cache != "none" or (x[:, bs:be] == mask_id).any():
             nfe += 1
+            if not (x[:, bs:be] == mask_id).any():
+                noop += 1
             if cache == "none":
                 window = x[:, bs:be]
                 logits = llada_kv_forward(sd, cfg, x)[0][:, bs:be]
@@ -269,10 +275,12 @@ def fast_dllm_generate(sd, cfg, prompt, *, steps, gen_length, block_length, mask
                 window = x[:, bs:be]
                 logits, _ = llada_kv_forward(sd, cfg, window, past=past, replace=(bs, be))
                 mask_index = window == mask_id
-            x0, sel = _fast_dllm_pick(logits, mask_index, window, int(counts[0, i]) if threshold is None else 0,
-                                      threshold)
+            k = int(counts[0, i]) if threshold is None and i < spb else 0
+            x0, sel = _fast_dllm_pick(logits, mask_index, window, k, threshold)
             window = window.clone()
             window[sel] = x0[sel]
             x[:, bs:bs + window.shape[1]] = window
             i += 1
-    return x[0, prompt.shape[1]:], nfe
+            if not (x[:, bs:be] == mask_id).any():
+                break
+    return x[0, prompt.shape[1]:], nfe, noop

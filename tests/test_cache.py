@@ -36,14 +36,14 @@ def test_tokens_and_forwards_equal_fast_dllm(llada_notok_dir, cache, gen, block,
     llm = LLM(llada_notok_dir)
     for seed in range(3):
         prompt = _prompt(cfg["vocab_size"], 4 + 2 * seed, seed)
-        ref, ref_nfe = reference.fast_dllm_generate(sd, cfg, prompt, steps=steps, gen_length=gen,
-                                                    block_length=block, mask_id=cfg["mask_token_id"], cache=cache)
+        ref, ref_nfe, noop = reference.fast_dllm_generate(sd, cfg, prompt, steps=steps, gen_length=gen,
+                                                          block_length=block, mask_id=cfg["mask_token_id"], cache=cache)
         out = llm.generate({"prompt_token_ids": prompt[0].tolist()},
                            SamplingParams(max_new_tokens=gen, block_length=block, steps=steps, cache=cache))[0]
         want = _upto(ref.tolist(), llm.stop_ids)
         assert out.token_ids == want
         if len(want) == gen:        # no EOS: dllm ran every block, as the reference does
-            assert out.stats.nfe == ref_nfe
+            assert out.stats.nfe == ref_nfe - noop
 
 
 def test_cache_changes_results_only_as_an_approximation(llada_notok_dir):
@@ -156,12 +156,13 @@ def test_threshold_scheduler_equals_fast_dllm(llada_notok_dir, cache, threshold)
     llm = LLM(llada_notok_dir)
     for seed in range(2):
         prompt = _prompt(cfg["vocab_size"], 5 + seed, seed)
-        ref, ref_nfe = reference.fast_dllm_generate(sd, cfg, prompt, steps=16, gen_length=16, block_length=8,
-                                                    mask_id=cfg["mask_token_id"], cache=cache, threshold=threshold)
+        ref, ref_nfe, noop = reference.fast_dllm_generate(sd, cfg, prompt, steps=16, gen_length=16, block_length=8,
+                                                          mask_id=cfg["mask_token_id"], cache=cache,
+                                                          threshold=threshold)
         out = llm.generate({"prompt_token_ids": prompt[0].tolist()},
                            SamplingParams(max_new_tokens=16, block_length=8, scheduler="threshold",
                                           threshold=threshold, cache=cache))[0]
         want = _upto(ref.tolist(), llm.stop_ids)
         assert out.token_ids == want
-        if len(want) == 16:
-            assert out.stats.nfe == ref_nfe
+        if len(want) == 16:        # the reference's no-op forwards (a block filled by its refresh) are skipped
+            assert out.stats.nfe == ref_nfe - noop
