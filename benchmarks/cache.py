@@ -80,18 +80,22 @@ def main(argv=None):
                 params = SamplingParams(max_new_tokens=n, block_length=bl, steps=n, scheduler=a.scheduler,
                                         threshold=a.threshold, cache=mode)
                 llm.generate(prompts[:1], SamplingParams(**{**params.to_dict(), "max_new_tokens": bl, "steps": bl}))  # warm-up
-                best = None
-                for _ in range(a.repeats):
+                best = fd_best = fd_row = None
+                run_fd = fd is not None and len(prompts) == 1 and mode in fd["fns"]
+                for _ in range(a.repeats):   # the two engines alternate, each keeps its best time
                     outs, wall = timed(lambda: llm.generate(prompts, params), llm.device)
                     best = wall if best is None else min(best, wall)
+                    if run_fd:
+                        fd_row = run_fast_dllm(fd, prompts[0], params, outs[0], llm, fd_row)
                 tokens = n * len(prompts)
                 row = dict(engine="dllm", length=n, block=bl, cache=mode, nfe=outs[0].stats.nfe,
                            tokens_per_forward=n / outs[0].stats.nfe, wall_s=best, tokens_per_s=tokens / best,
                            ms_per_token=1000 * best / tokens, cache_bytes=outs[0].stats.cache_bytes,
                            peak_bytes=peak_memory(llm.device))
                 rows.append(row)
-                if fd is not None and len(prompts) == 1 and mode in fd["fns"]:
-                    rows.append(run_fast_dllm(fd, prompts[0], params, outs[0], llm))
+                if run_fd:
+                    fd_row["speedup"] = fd_row["wall_s"] / best
+                    rows.append(fd_row)
                 print(rows[-1], file=sys.stderr)
     config = dict(model=a.model or f"synthetic LLaDA-shaped {SYNTHETIC}", params=n_params, dtype=str(llm.dtype),
                   device=str(llm.device), scheduler=a.scheduler, threshold=a.threshold, prompt_len=a.prompt_len,
@@ -110,20 +114,23 @@ def load_fast_dllm(folder, path, llm):
                                     "dual": fd_generate.generate_with_dual_cache}}
 
 
-def run_fast_dllm(fd, prompt, params, ours, llm):
+def run_fast_dllm(fd, prompt, params, ours, llm, previous=None):
     fn = fd["fns"][params.cache]
     x = torch.tensor([prompt["prompt_token_ids"]], device=llm.device)
     kw = dict(steps=params.max_new_tokens, gen_length=params.max_new_tokens, block_length=params.block,
               temperature=0.0, remasking="low_confidence", mask_id=llm.args.mask_token_id,
               threshold=params.threshold if params.scheduler == "threshold" else None)
-    fn(fd["model"], x, **{**kw, "gen_length": params.block, "steps": params.block})   # warm-up
+    if previous is None:
+        fn(fd["model"], x, **{**kw, "gen_length": params.block, "steps": params.block})   # warm-up
     (out, nfe), wall = timed(lambda: fn(fd["model"], x, **kw), llm.device)
+    if previous is not None:
+        wall = min(wall, previous["wall_s"])
     answer = out[0, x.shape[1]:].tolist()
     cut = next((i for i, t in enumerate(answer) if t in llm.stop_ids), len(answer))
     n = params.max_new_tokens
     return dict(engine="fast-dllm", length=n, block=params.block, cache=params.cache, nfe=int(nfe),
                 tokens_per_forward=n / int(nfe), wall_s=wall, tokens_per_s=n / wall, ms_per_token=1000 * wall / n,
-                same_tokens=answer[:cut] == ours.token_ids, speedup=wall / ours.stats.elapsed_s)
+                same_tokens=answer[:cut] == ours.token_ids)
 
 
 if __name__ == "__main__":

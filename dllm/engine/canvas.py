@@ -19,6 +19,7 @@ class Canvas:
     prompt_len: int          # P (padded)
     answer_len: int          # N
     mask_id: int
+    padded: bool = False     # any left padding; without it attention needs no key mask
 
     @classmethod
     def build(cls, prompts: list[list[int]], answer_len: int, mask_id: int, pad_id: int, device) -> "Canvas":
@@ -31,7 +32,8 @@ class Canvas:
             valid[r, :pad] = False
             x[r, pad:P] = torch.tensor(p, dtype=torch.long)
         positions = (valid.long().cumsum(-1) - 1).clamp_(min=0)
-        return cls(x.to(device), valid.to(device), positions.to(device), P, answer_len, mask_id)
+        padded = any(len(p) < P for p in prompts)
+        return cls(x.to(device), valid.to(device), positions.to(device), P, answer_len, mask_id, padded)
 
     def block_slice(self, start: int, length: int) -> slice:
         """Canvas columns of answer slots [start, start + length)."""

@@ -84,6 +84,7 @@ class BlockRunner:
         return logits
 
     def _forward(self, x, valid, pos, blk):
+        valid = valid if self.canvas.padded else None   # no padding: plain bidirectional attention
         if self.cache is None:
             return self.model(x, pos, None, blk, valid)
         L, p = x.shape[1], self.p

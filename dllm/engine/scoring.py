@@ -7,7 +7,6 @@ model dtype, and identical to every reference in float32 models.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def top_k_filter(logits, k: int):
@@ -28,45 +27,58 @@ def top_p_filter(logits, p: float):
 
 def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: str,
             generator: torch.Generator | None, banned: int | None = None):
-    """logits [B, L, V] -> (tokens [B, L] long, scores [B, L] float32).
+    """logits [B, L, V] -> (tokens [B, L] long, scores [B, L] float32). May overwrite `logits`.
 
     style "llada": token = argmax(logits / T + Gumbel) (Gumbel-max sampling; plain argmax at
     T = 0); low_confidence score = softmax(logits)[token] of the untempered logits.
-    style "dream": probs = softmax(filter(logits / T)); token = sample(probs) (max at T = 0);
-    score = probs[token]. margin = p1 - p2, entropy = sum p log p (higher = more certain),
-    random = U(0, 1), each over the same probabilities.
+    style "dream": q = softmax(filter(logits / T)); token = sample(q) (argmax at T = 0);
+    score = q[token]. margin = p1 - p2, entropy = sum p log(p + 1e-10) (higher = more certain),
+    random = U(0, 1), over the distribution that scores the token.
+    The banned (mask) token is never proposed, but the normalisers keep its mass, so scores
+    equal the references' unless those would commit the mask token itself. Probabilities are
+    exp(logit - logsumexp): no [L, V] probability tensor is written unless sampling or
+    entropy needs one.
     """
     l32 = logits.float()
-    tempered = l32 / temperature if temperature > 0 else l32
+    scored = l32 / temperature if (temperature > 0 and style == "dream") else l32
     if top_k is not None:
-        tempered = top_k_filter(tempered, top_k)
+        scored = top_k_filter(scored, top_k)
     if top_p is not None and top_p < 1:
-        tempered = top_p_filter(tempered, top_p)
-    # the banned (mask) token is never proposed, but probabilities keep the full softmax so
-    # scores equal the references' unless they would commit the mask token itself
-    if style == "dream":
-        probs = tempered.softmax(-1)
-        pick = probs if banned is None else probs.index_fill(-1, torch.tensor([banned], device=probs.device), 0.0)
-        if temperature > 0:
+        scored = top_p_filter(scored, top_p)
+    lse = torch.logsumexp(scored, -1, keepdim=True)              # [B, L, 1]
+    probs = None
+    if remasking == "entropy" or (temperature > 0 and style == "dream"):
+        probs = (scored - lse).exp()
+    if temperature > 0:
+        if style == "dream":
+            pick = probs.clone()
+            if banned is not None:
+                pick[..., banned] = 0
             flat = pick.reshape(-1, pick.shape[-1])
             tokens = torch.multinomial(flat, 1, generator=generator).view(pick.shape[:-1])
-            conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
         else:
-            conf, tokens = pick.max(-1)
+            tempered = l32 / temperature
+            if top_k is not None:
+                tempered = top_k_filter(tempered, top_k)
+            if top_p is not None and top_p < 1:
+                tempered = top_p_filter(tempered, top_p)
+            u = torch.rand(tempered.shape, generator=generator, device=tempered.device).clamp_(min=1e-20)
+            noisy = tempered - torch.log(-torch.log(u))
+            if banned is not None:
+                noisy[..., banned] = float("-inf")
+            tokens = noisy.argmax(-1)
+    elif banned is not None:   # hide the banned column for the argmax only, then put it back
+        saved = scored[..., banned].clone()
+        scored[..., banned] = float("-inf")
+        tokens = scored.argmax(-1)
+        scored[..., banned] = saved
     else:
-        pick = tempered if banned is None else tempered.index_fill(
-            -1, torch.tensor([banned], device=tempered.device), float("-inf"))
-        if temperature > 0:
-            u = torch.rand(pick.shape, generator=generator, device=pick.device).clamp_(min=1e-20)
-            tokens = (pick - torch.log(-torch.log(u))).argmax(-1)
-        else:
-            tokens = pick.argmax(-1)
-        probs = l32.softmax(-1)
-        conf = probs.gather(-1, tokens[..., None]).squeeze(-1)
+        tokens = scored.argmax(-1)
+    conf = (scored.gather(-1, tokens[..., None]) - lse).exp().squeeze(-1)
     if remasking == "low_confidence":
         score = conf
     elif remasking == "margin":
-        top2 = probs.topk(2, dim=-1).values
+        top2 = (scored.topk(2, dim=-1).values - lse).exp()
         score = top2[..., 0] - top2[..., 1]
     elif remasking == "entropy":
         score = (probs * torch.log(probs + 1e-10)).sum(-1)
