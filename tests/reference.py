@@ -27,34 +27,7 @@ def _rot(x):
 
 def llada_logits(sd, cfg, ids):
     """LLaDA forward over the whole sequence, positions 0..T-1, bidirectional, no padding."""
-    d, H = cfg["d_model"], cfg["n_heads"]
-    Hkv = cfg.get("n_kv_heads") or H
-    hd = d // H
-    B, T = ids.shape
-    x = F.embedding(ids, sd["model.transformer.wte.weight"])
-    inv = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float) / hd))
-    ang = torch.einsum("i,j->ij", torch.arange(T, dtype=torch.float), inv)
-    ang = torch.cat((ang, ang), -1)
-    sin, cos = ang.sin()[None, None], ang.cos()[None, None]
-    for i in range(cfg["n_layers"]):
-        p = f"model.transformer.blocks.{i}."
-        w = lambda n: sd[p + n]
-        b = lambda n: sd.get(p + n)
-        h = _rms(x, w("attn_norm.weight"), cfg["rms_norm_eps"])
-        q = F.linear(h, w("q_proj.weight"), b("q_proj.bias")).view(B, T, H, hd).transpose(1, 2)
-        k = F.linear(h, w("k_proj.weight"), b("k_proj.bias")).view(B, T, Hkv, hd).transpose(1, 2)
-        v = F.linear(h, w("v_proj.weight"), b("v_proj.bias")).view(B, T, Hkv, hd).transpose(1, 2)
-        qf, kf = q.float(), k.float()
-        q = (qf * cos + _rot(qf) * sin).to(q.dtype)
-        k = (kf * cos + _rot(kf) * sin).to(k.dtype)
-        k = k.repeat_interleave(H // Hkv, dim=1)
-        v = v.repeat_interleave(H // Hkv, dim=1)
-        att = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(hd), dim=-1) @ v
-        x = x + F.linear(att.transpose(1, 2).reshape(B, T, d), w("attn_out.weight"))
-        h = _rms(x, w("ff_norm.weight"), cfg["rms_norm_eps"])
-        x = x + F.linear(F.silu(F.linear(h, w("ff_proj.weight"))) * F.linear(h, w("up_proj.weight")), w("ff_out.weight"))
-    x = _rms(x, sd["model.transformer.ln_f.weight"], cfg["rms_norm_eps"])
-    return F.linear(x, sd["model.transformer.ff_out.weight"])
+    return llada_kv_forward(sd, cfg, ids)[0]
 
 
 def dream_logits(sd, cfg, ids, position_ids=None, key_mask=None):
@@ -180,10 +153,11 @@ def llada_kv_forward(sd, cfg, ids, past=None, replace=None):
     for i in range(cfg["n_layers"]):
         p = f"model.transformer.blocks.{i}."
         w = lambda n: sd[p + n]
+        b = lambda n: sd.get(p + n)   # q/k/v biases when include_qkv_bias
         h = _rms(x, w("attn_norm.weight"), cfg["rms_norm_eps"])
-        q = F.linear(h, w("q_proj.weight")).view(B, T, H, hd).transpose(1, 2)
-        k = F.linear(h, w("k_proj.weight")).view(B, T, Hkv, hd).transpose(1, 2)
-        v = F.linear(h, w("v_proj.weight")).view(B, T, Hkv, hd).transpose(1, 2)
+        q = F.linear(h, w("q_proj.weight"), b("q_proj.bias")).view(B, T, H, hd).transpose(1, 2)
+        k = F.linear(h, w("k_proj.weight"), b("k_proj.bias")).view(B, T, Hkv, hd).transpose(1, 2)
+        v = F.linear(h, w("v_proj.weight"), b("v_proj.bias")).view(B, T, Hkv, hd).transpose(1, 2)
         if past is not None and replace is None:
             k, v = torch.cat([past[i][0], k], 2), torch.cat([past[i][1], v], 2)
             q_end = k.shape[2]

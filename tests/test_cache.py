@@ -1,32 +1,10 @@
 """Block-wise KV caching: Fast-dLLM parity, refresh policies, batches, memory."""
-import json
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from dllm import LLM, SamplingParams
 from tests import reference
-
-
-def _state(path):
-    sd = {}
-    for f in sorted(path.glob("*.safetensors")):
-        sd.update(load_file(str(f)))
-    return sd, json.loads((path / "config.json").read_text())
-
-
-def _prompt(V, n, seed):
-    return torch.randint(0, V - 8, (1, n), generator=torch.Generator().manual_seed(seed))
-
-
-def _upto(ids, stops):
-    out = []
-    for t in ids:
-        if t in stops:
-            break
-        out.append(t)
-    return out
+from tests.helpers import load_state as _state, random_prompt as _prompt, upto_stop
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
@@ -40,7 +18,7 @@ def test_tokens_and_forwards_equal_fast_dllm(llada_notok_dir, cache, gen, block,
                                                           block_length=block, mask_id=cfg["mask_token_id"], cache=cache)
         out = llm.generate({"prompt_token_ids": prompt[0].tolist()},
                            SamplingParams(max_new_tokens=gen, block_length=block, steps=steps, cache=cache))[0]
-        want = _upto(ref.tolist(), llm.stop_ids)
+        want = upto_stop(ref.tolist(), llm.stop_ids)
         assert out.token_ids == want
         if len(want) == gen:        # no EOS: dllm ran every block, as the reference does
             assert out.stats.nfe == ref_nfe - noop
@@ -162,7 +140,7 @@ def test_threshold_scheduler_equals_fast_dllm(llada_notok_dir, cache, threshold)
         out = llm.generate({"prompt_token_ids": prompt[0].tolist()},
                            SamplingParams(max_new_tokens=16, block_length=8, scheduler="threshold",
                                           threshold=threshold, cache=cache))[0]
-        want = _upto(ref.tolist(), llm.stop_ids)
+        want = upto_stop(ref.tolist(), llm.stop_ids)
         assert out.token_ids == want
         if len(want) == 16:        # the reference's no-op forwards (a block filled by its refresh) are skipped
             assert out.stats.nfe == ref_nfe - noop

@@ -1,33 +1,11 @@
 """Generation against the published generate functions, batches, stopping and bad input."""
-import json
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from dllm import LLM, SamplingParams
 from dllm.errors import DllmError, InvalidParamsError, PromptError, TokenizerError
 from tests import reference
-
-
-def _state(path):
-    sd = {}
-    for f in sorted(path.glob("*.safetensors")):
-        sd.update(load_file(str(f)))
-    return sd, json.loads((path / "config.json").read_text())
-
-
-def _prompt(V, n, seed):
-    return torch.randint(0, V - 8, (1, n), generator=torch.Generator().manual_seed(seed))
-
-
-def _upto_stop(ids, stops):
-    out = []
-    for t in ids:
-        if t in stops:
-            break
-        out.append(t)
-    return out
+from tests.helpers import load_state as _state, random_prompt as _prompt, upto_stop
 
 
 @pytest.mark.parametrize("gen,block,steps,cfg_scale", [(16, 8, 16, 0.0), (16, 4, 8, 0.0), (12, 12, 5, 0.0),
@@ -42,7 +20,7 @@ def test_llada_matches_published_generate(llada_notok_dir, gen, block, steps, cf
                                        cfg_scale=cfg_scale)
         out = llm.generate({"prompt_token_ids": prompt[0].tolist()},
                            SamplingParams(max_new_tokens=gen, block_length=block, steps=steps, cfg_scale=cfg_scale))[0]
-        assert out.token_ids == _upto_stop(ref.tolist(), llm.stop_ids)
+        assert out.token_ids == upto_stop(ref.tolist(), llm.stop_ids)
         assert cfg["mask_token_id"] not in out.token_ids
 
 
@@ -62,7 +40,7 @@ def test_dream_matches_published_diffusion_generate(tmp_path_factory, alg, remas
                                        max_new_tokens=12, mask_id=cfg["mask_token_id"], alg=alg)
         params = SamplingParams(max_new_tokens=12, steps=steps, remasking=remasking)
         out = llm.generate({"prompt_token_ids": prompt[0].tolist()}, params)[0]
-        assert out.token_ids == _upto_stop(ref.tolist(), llm.stop_ids)
+        assert out.token_ids == upto_stop(ref.tolist(), llm.stop_ids)
 
 
 @pytest.mark.parametrize("fixture,params", [
