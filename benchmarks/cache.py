@@ -80,7 +80,7 @@ def main(argv=None):
                 params = SamplingParams(max_new_tokens=n, block_length=bl, steps=n, scheduler=a.scheduler,
                                         threshold=a.threshold, cache=mode)
                 llm.generate(prompts[:1], SamplingParams(**{**params.to_dict(), "max_new_tokens": bl, "steps": bl}))  # warm-up
-                best = fd_best = fd_row = None
+                best = fd_row = None
                 run_fd = fd is not None and len(prompts) == 1 and mode in fd["fns"]
                 for _ in range(a.repeats):   # the two engines alternate, each keeps its best time
                     outs, wall = timed(lambda: llm.generate(prompts, params), llm.device)

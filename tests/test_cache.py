@@ -1,6 +1,5 @@
 """Block-wise KV caching: Fast-dLLM parity, refresh policies, batches, memory."""
 import pytest
-import torch
 
 from dllm import LLM, SamplingParams
 from tests import reference
