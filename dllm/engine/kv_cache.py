@@ -61,21 +61,26 @@ class BlockRunner:
             dtype = next(model.parameters()).dtype
             self.cache = KVCache(args, rows, canvas.x.shape[1], dtype, canvas.x.device)
         self.prompt_cached = False
+        self._pair = None   # CFG: [cond | uncond] token buffer with its doubled valid/pos, per row set
 
     def begin_block(self):
         self.forwards = 0
 
     def keep_rows(self, idx: torch.Tensor, batch: int):
+        self._pair = None
         if self.cache is not None:
             self.cache.keep_rows(torch.cat([idx, idx + batch]) if self.cfg else idx)
 
     def __call__(self, x, valid, pos, blk: slice):
         """x, valid, pos [B, L] of the active rows -> logits [B, block, V] for the block's columns."""
         if self.cfg:  # unconditional copy: the prompt itself masked out (LLaDA's guidance)
-            P = self.canvas.prompt_len
-            un = x.clone()
-            un[:, :P] = x[:, :P].masked_fill(valid[:, :P], self.args.mask_token_id)
-            x, valid, pos = torch.cat([x, un]), torch.cat([valid, valid]), torch.cat([pos, pos])
+            B, P = x.shape[0], self.canvas.prompt_len
+            if self._pair is None:   # built once per set of rows, then written by index
+                self._pair = torch.cat([x, x]), torch.cat([valid, valid]), torch.cat([pos, pos])
+            pair, valid, pos = self._pair
+            pair[:B], pair[B:] = x, x
+            pair[B:, :P].masked_fill_(valid[:B, :P], self.args.mask_token_id)
+            x = pair
         logits = self._forward(x, valid, pos, blk)
         self.forwards += 1
         if self.cfg:
