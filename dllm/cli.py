@@ -44,8 +44,29 @@ _HELP = {
     "grammar": "constrain the answer to the grammar in FILE",
     "stop": "cut the answer before this string (repeatable)",
     "trace": "record what each step commits (included in --json output)",
+    "factor": "factor scheduler: commit the top n with c(j) >= 1 - factor/(j+1)",
+    "credit_alpha": "credit scheduler: weight of log(1 + credit) added to the logits",
+    "credit_gamma": "credit scheduler: exponent of the top-1 probability added as credit",
+    "credit_beta": "credit scheduler: per-step decay of the credit",
+    "early_commit_base": "early_commit scheduler: the schedule it runs until it commits early",
+    "early_commit_positions": "early_commit scheduler: answer positions whose logit gap is watched "
+                              "(default: every slot still masked)",
+    "early_commit_thresholds": "early_commit scheduler: gap thresholds for the early, middle and late phase",
+    "filter_path": "learned_filter scheduler: the filter file (default: MODEL/learned_filter.safetensors)",
+    "filter_threshold": "learned_filter scheduler: acceptance probability",
+    "eot_prediction": "end-of-text prediction: once an end token is committed, the rest of the answer is end tokens",
 }
 _SCALARS = {"int": int, "float": float, "str": str}
+_LISTS = {"early_commit_positions": int, "early_commit_thresholds": float}
+
+
+def _number_list(kind):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(t) for t in text.replace(" ", "").split(",") if t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    return parse
 
 
 def _base_type(annotation) -> str:
@@ -68,6 +89,8 @@ def _add_sampling_flags(p: argparse.ArgumentParser):
             g.add_argument(flag, metavar="FILE", help=helptext)
         elif f.name == "stop":
             g.add_argument(flag, action="append", metavar="TEXT", help=helptext)
+        elif f.name in _LISTS:
+            g.add_argument(flag, type=_number_list(_LISTS[f.name]), metavar="A,B,...", help=helptext)
         elif f.name == "trace" or _base_type(f.type) == "bool":
             g.add_argument(flag, action="store_const", const=True, help=helptext)
         elif _base_type(f.type) in _SCALARS:

@@ -102,8 +102,12 @@ class LLM:
         return ids
 
     # ---- generation --------------------------------------------------------------------------
-    def generate(self, prompts, params: SamplingParams | None = None, *, apply_chat_template: bool = False):
-        """prompts: a string, a dict, or a list of them -> one RequestOutput per prompt, in order."""
+    def generate(self, prompts, params: SamplingParams | None = None, *, apply_chat_template: bool = False,
+                 on_step=None):
+        """prompts: a string, a dict, or a list of them -> one RequestOutput per prompt, in order.
+
+        on_step: for tools (e.g. train-filter), called with every engine step (schedulers.base.Step).
+        """
         from dllm.engine.diffusion import diffusion_generate
 
         params = params or SamplingParams()
@@ -121,7 +125,8 @@ class LLM:
                 f"prompt ({longest} tokens) + answer ({params.max_new_tokens}) exceeds the model's context "
                 f"of {self.args.max_seq_len} tokens.")
         t0 = time.perf_counter()
-        rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id)
+        rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
+                                  model_path=str(self.path), on_step=on_step)
         elapsed = time.perf_counter() - t0
         return [self._output(p, r, params, elapsed) for p, r in zip(ids, rows)]
 

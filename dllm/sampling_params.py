@@ -38,6 +38,26 @@ class SamplingParams:
     eps: float = 1e-3
     cfg_scale: float = 0.0
     threshold: float = 0.9
+    # factor (Fast-dLLM): commit the top n with c(j) >= 1 - factor / (j + 1) for all j <= n
+    factor: float = 1.0
+    # credit (CreditDecoding, as dInfer runs it): fused = logits + alpha * log(1 + C), with
+    # C <- beta * C + p(top1)^gamma at each masked slot's top-1 token
+    credit_alpha: float = 0.7
+    credit_gamma: float = 0.2
+    credit_beta: float = 0.8
+    # early_commit (Prophet): on top of `early_commit_base`, fill every masked slot with its
+    # argmax once the mean top-1 - top-2 logit gap over the monitored slots (answer positions,
+    # default: the masked slots this forward scored) reaches the phase's threshold
+    # (progress < 0.33, < 0.67, else)
+    early_commit_base: str = "topk"
+    early_commit_positions: Optional[tuple] = None
+    early_commit_thresholds: tuple = (7.5, 5.0, 2.5)
+    # learned_filter (Learn2PD): the MLP file written by `dllm train-filter` (default: the
+    # model directory's learned_filter.safetensors) and its acceptance probability
+    filter_path: Optional[str] = None
+    filter_threshold: float = 0.96
+    # end-of-text prediction: once a stop token is committed, every later answer slot is EOS
+    eot_prediction: bool = False
     # KV cache (Fast-dLLM): "prefix" | "dual" reuse keys/values within a block; refreshed by a
     # full forward at each block start, and also every `refresh_every` forwards (0: never);
     # `refresh_window` columns either side of the block are recomputed on cached steps;
@@ -98,6 +118,33 @@ class SamplingParams:
             bad(f"cfg_scale must be >= 0, got {self.cfg_scale!r}.")
         if not (0 <= self.threshold <= 1):
             bad(f"threshold must be in [0, 1], got {self.threshold!r}.")
+        if not isinstance(self.factor, (int, float)) or self.factor <= 0:
+            bad(f"factor must be a number > 0, got {self.factor!r}.")
+        for name in ("credit_alpha", "credit_gamma"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v < 0:
+                bad(f"{name} must be a number >= 0, got {v!r}.")
+        if not isinstance(self.credit_beta, (int, float)) or not 0 <= self.credit_beta <= 1:
+            bad(f"credit_beta must be in [0, 1], got {self.credit_beta!r}.")
+        if self.early_commit_base not in SCHEDULERS or self.early_commit_base == "early_commit":
+            bad(f"early_commit_base must be another scheduler ({', '.join(sorted(set(SCHEDULERS) - {'early_commit'}))}), "
+                f"got {self.early_commit_base!r}.")
+        if self.early_commit_positions is not None:
+            pos = self.early_commit_positions
+            pos = (pos,) if _is_int(pos) else tuple(pos) if isinstance(pos, (list, tuple)) else None
+            if not pos or not all(_is_int(i) and 0 <= i < self.max_new_tokens for i in pos):
+                bad(f"early_commit_positions must be answer positions in [0, {self.max_new_tokens}), "
+                    f"got {self.early_commit_positions!r}.")
+            object.__setattr__(self, "early_commit_positions", pos)
+        th = self.early_commit_thresholds
+        if not isinstance(th, (list, tuple)) or len(th) != 3 or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in th):
+            bad(f"early_commit_thresholds must be three numbers >= 0 (early, middle, late), got {th!r}.")
+        object.__setattr__(self, "early_commit_thresholds", tuple(float(t) for t in th))
+        if self.filter_path is not None and not isinstance(self.filter_path, str):
+            object.__setattr__(self, "filter_path", str(self.filter_path))
+        if not isinstance(self.filter_threshold, (int, float)) or not 0 <= self.filter_threshold <= 1:
+            bad(f"filter_threshold must be in [0, 1], got {self.filter_threshold!r}.")
         if self.cache not in CACHES:
             bad(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}.")
         for name in ("refresh_every", "refresh_window"):

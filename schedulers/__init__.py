@@ -10,6 +10,10 @@ import importlib
 SCHEDULERS = {
     "topk": "dllm.schedulers.topk:TopK",
     "threshold": "dllm.schedulers.threshold:Threshold",
+    "factor": "dllm.schedulers.factor:Factor",
+    "credit": "dllm.schedulers.credit:Credit",
+    "early_commit": "dllm.schedulers.early_commit:EarlyCommit",
+    "learned_filter": "dllm.schedulers.learned_filter:LearnedFilter",
 }
 
 

@@ -1,15 +1,44 @@
 """The scheduler interface: which masked slots of the active block to commit at each step.
 
-The engine calls, per block: begin_block(masked_counts, steps); then, for fixed-count
-schedulers (fixed = True), while not block_done(step): plan(step) gives host-side commit
-counts per row; for adaptive ones (fixed = False) it steps until the block has no mask
-(one host check per step, which those methods need). Each step is one forward and
-select(step, scores, masked, plan) -> commit mask [B, L]. State is per request row; the
-engine only drops finished rows between blocks.
+Per step the engine composes, in this order:
+  transform(logits, masked)   logit transform (credit fusion); identity by default
+  propose(...)                per-slot token and score (confidence / margin / entropy)
+  finish(step)                stop rule: rows to complete now (early commit); None = none
+  select(step)                commit mask [B, block] over masked slots
+and then writes the canvas; the engine enforces the invariants (commits only on masked
+slots of the active block, never the mask id, at least one per row with a mask left).
+
+Per block the engine calls begin_block(masked_counts, steps). Fixed-count schedulers
+(fixed = True) run exactly the planned steps with host-side counts from plan(step) and
+need no host sync; adaptive ones step until the block has no mask. Add a method = add one
+file with a Scheduler subclass and one line in SCHEDULERS.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Optional
+
 import torch
+
+
+@dataclass
+class Step:
+    """What a scheduler sees at one step (rows = the requests still in the batch)."""
+    index: int                      # forward index within the block, from 0
+    forwards: int                   # base-schedule forwards of this generate call, this one included
+    logits: torch.Tensor            # [B, block, V] raw model logits (before transform)
+    tokens: torch.Tensor            # [B, block] proposed token per slot
+    scores: torch.Tensor            # [B, block] float32 score per slot (params.remasking)
+    masked: torch.Tensor            # [B, block] bool, still masked before this step
+    plan: Optional[list] = None     # fixed schedulers: host-side commit counts per row
+    rows: Optional[list] = None     # request index of each batch row
+    wide: Optional[torch.Tensor] = None   # [B, W, V] raw logits of canvas columns wide_start.. (if asked and computed)
+    wide_start: int = 0
+    wide_masked: Optional[torch.Tensor] = None   # [B, W] bool, still-masked canvas columns of `wide`
+    commit: Optional[torch.Tensor] = None     # [B, block] what was committed (set for on_step observers)
+    extra: Optional[Callable] = None     # extra(lo) -> (logits [B, L - lo, V], lo): one more forward, counted
+    block_start: int = 0            # canvas column of the block's first slot
+    answer_start: int = 0           # canvas column of the first answer slot
 
 
 class Scheduler:
@@ -17,12 +46,14 @@ class Scheduler:
     style: str = "llada"
     #: True: a fixed number of steps per block with counts known in advance (no host sync)
     fixed: bool = True
+    #: True: wants logits for every answer column the forward computed (Step.wide)
+    wide: bool = False
 
-    def __init__(self, params, style: str):
-        self.params, self.style = params, style
+    def __init__(self, params, style: str, env=None):
+        self.params, self.style, self.env = params, style, env
 
     def begin_block(self, masked_counts: list[int], steps: int) -> None:
-        raise NotImplementedError
+        pass
 
     def block_done(self, step: int) -> bool:
         raise NotImplementedError   # fixed schedulers only
@@ -30,7 +61,13 @@ class Scheduler:
     def plan(self, step: int) -> list[int] | None:
         return None
 
-    def select(self, step: int, scores: torch.Tensor, masked: torch.Tensor, plan) -> torch.Tensor:
+    def transform(self, logits: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        return logits
+
+    def finish(self, step: Step) -> torch.Tensor | None:
+        return None
+
+    def select(self, step: Step) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -43,16 +80,20 @@ def commit_top(scores: torch.Tensor, masked: torch.Tensor, counts: list[int]) ->
         k = counts[0]
         if k:
             commit.scatter_(1, torch.topk(ranked, k, dim=-1).indices, True)
-        return commit
+        return commit & masked
     for r, k in enumerate(counts):  # rows at different counts (e.g. infill canvases)
         if k:
             commit[r, torch.topk(ranked[r], k).indices] = True
-    return commit
+    return commit & masked
+
+
+def best_slot(scores: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """[B, L] bool: each row's highest-scoring masked slot (none for rows without a mask)."""
+    ranked = scores.masked_fill(~masked, float("-inf"))
+    best = ranked.argmax(-1, keepdim=True)
+    return torch.zeros_like(masked).scatter_(1, best, masked.gather(1, best))
 
 
 def commit_best_and_above(scores: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
     """Every masked slot scoring >= threshold, and always each row's best masked slot."""
-    ranked = scores.masked_fill(~masked, float("-inf"))
-    commit = masked & (ranked >= threshold)
-    best = ranked.argmax(-1, keepdim=True)
-    return commit.scatter_(1, best, masked.gather(1, best))
+    return (masked & (scores >= threshold)) | best_slot(scores, masked)

@@ -9,8 +9,5 @@ from dllm.schedulers.base import Scheduler, commit_best_and_above
 class Threshold(Scheduler):
     fixed = False
 
-    def begin_block(self, masked_counts, steps):
-        pass
-
-    def select(self, step, scores, masked, plan):
-        return commit_best_and_above(scores, masked, self.params.threshold)
+    def select(self, st):
+        return commit_best_and_above(st.scores, st.masked, self.params.threshold)

@@ -38,5 +38,5 @@ class TopK(Scheduler):
         self.remaining = [m - k for m, k in zip(self.remaining, ks)]
         return ks
 
-    def select(self, step, scores, masked, plan):
-        return commit_top(scores, masked, plan)
+    def select(self, st):
+        return commit_top(st.scores, st.masked, st.plan)

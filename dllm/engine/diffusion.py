@@ -17,6 +17,7 @@ from dllm.engine.scoring import propose
 from dllm.errors import UnsupportedError
 from dllm.models.config import ModelArgs
 from dllm.schedulers import get_scheduler
+from dllm.schedulers.base import Step
 
 
 @dataclass
@@ -39,9 +40,17 @@ def steps_per_block(total: int, blocks: int) -> list[int]:
     return [total // blocks + (1 if b < total % blocks else 0) for b in range(blocks)]
 
 
+@dataclass
+class SchedulerEnv:
+    """What a scheduler may need besides SamplingParams (e.g. where its learned filter lives)."""
+    model_path: str | None
+    device: torch.device
+
+
 @torch.no_grad()
 def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_ids,
-                       pad_id: int) -> list[RowResult]:
+                       pad_id: int, model_path=None, on_step=None) -> list[RowResult]:
+    """on_step(step: Step): called after each step's selection (tools such as train-filter)."""
     if params.regex or params.json_schema or params.grammar:
         raise UnsupportedError("constrained decoding (regex, json_schema, grammar) is not available in this build of dllm yet.")
     device = next(model.parameters()).device
@@ -49,17 +58,21 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device)
     P, bl = canvas.prompt_len, params.block
     style = schedule_style(params, args)
-    sched = get_scheduler(params.scheduler)(params, style)
+    sched = get_scheduler(params.scheduler)(params, style, SchedulerEnv(model_path, device))
     gen = None
     if params.seed is not None:
         gen = torch.Generator(device=device).manual_seed(params.seed)
     stop = torch.tensor(sorted(stop_ids) or [-1], device=device)
+    eot = params.eot_prediction and bool(stop_ids)
     results = [RowResult(answer=[]) for _ in prompts]
     runner = BlockRunner(model, args, params, canvas, len(prompts))
     forward_cost = 2 if runner.cfg else 1
     active = list(range(len(prompts)))
     rows = torch.arange(len(prompts), device=device)
     x, valid, pos = canvas.x, canvas.valid, canvas.positions
+    L = x.shape[1]
+    propose_kw = dict(remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
+                      top_k=params.top_k, style=style, generator=gen, banned=mask_id)
     global_step = 0
     for b, steps in enumerate(steps_per_block(params.total_steps, params.num_blocks)):
         blk = canvas.block_slice(b * bl, bl)
@@ -75,24 +88,52 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 step += 1
                 if not any(plan):
                     continue
+                if (eot or sched.wide) and not bool(masked.any()):   # rows completed early: no forward
+                    continue
             else:
                 if not bool(masked.any()):   # adaptive schedulers: the one host check they need
                     break
                 plan = None
                 step += 1
-            logits = runner(x, valid, pos, blk)
-            tokens, scores = propose(
-                logits, remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
-                top_k=params.top_k, style=style, generator=gen, banned=mask_id)
-            commit = sched.select(step - 1, scores, masked, plan)
-            x[:, blk] = torch.where(commit, tokens, x[:, blk])
+            before = x.clone() if params.trace else None
+            logits, lo = runner(x, valid, pos, blk, wide=sched.wide)
+            raw = logits[:, blk.start - lo:blk.stop - lo]
+            tokens, scores = propose(sched.transform(raw, masked), **propose_kw)
             for r in active:
                 results[r].nfe += forward_cost
                 results[r].steps += 1
+            st = Step(index=step - 1, forwards=global_step + 1, logits=raw, tokens=tokens, scores=scores,
+                      masked=masked, plan=plan, rows=active, block_start=blk.start, answer_start=P)
+            if sched.wide:
+                st.wide, st.wide_start = logits, lo
+                st.wide_masked = x[:, lo:lo + logits.shape[1]] == mask_id
+
+                def extra(col, x=x, valid=valid, pos=pos):
+                    for r in active:
+                        results[r].nfe += forward_cost
+                    return runner.full(x, valid, pos, col)
+                st.extra = extra
+            fill = sched.finish(st)
+            if fill is not None and bool(fill.any()):   # early commit: complete these rows now
+                wide, wlo = (st.wide, st.wide_start) if st.wide is not None and st.wide_start <= blk.start \
+                    and st.wide_start + st.wide.shape[1] == L else st.extra(blk.start)
+                wtok, _ = propose(wide, **propose_kw)
+                tail = x[:, wlo:]
+                x[:, wlo:] = torch.where(fill[:, None] & (tail == mask_id), wtok, tail)
+                masked = masked & ~fill[:, None]
+                st.masked = masked
+            commit = sched.select(st) & masked
+            x[:, blk] = torch.where(commit, tokens, x[:, blk])
+            if eot:   # end-of-text prediction: everything after a row's first stop token is that token
+                _fill_after_stop(x, P, stop, mask_id)
+            if on_step is not None:
+                st.commit = commit
+                on_step(st)
             if params.trace:
-                _record(results, active, commit, tokens, scores, b * bl, global_step, b)
+                _record(results, active, before, x, scores, blk, P, global_step, b, mask_id)
             global_step += 1
-        done = torch.isin(x[:, P:blk.stop], stop).any(1).tolist()   # one host sync per block
+        answer = x[:, P:]
+        done = (torch.isin(answer[:, :blk.stop - P], stop).any(1) | (answer != mask_id).all(1)).tolist()
         if any(done):  # finished requests leave the batch: write them back, keep the others
             _write_back(canvas, rows, x)
             keep = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
@@ -111,18 +152,32 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     return results
 
 
+def _fill_after_stop(x, P, stop, mask_id):
+    """x [B, L]: masked answer slots after each row's first stop token take that token (no host sync)."""
+    ans = x[:, P:]
+    is_stop = torch.isin(ans, stop)
+    first = torch.where(is_stop.any(1), is_stop.int().argmax(1), ans.shape[1])      # [B]
+    tok = ans.gather(1, first.clamp(max=ans.shape[1] - 1)[:, None])                 # [B, 1]
+    after = torch.arange(ans.shape[1], device=x.device)[None, :] > first[:, None]
+    x[:, P:] = torch.where(after & (ans == mask_id), tok, ans)
+
+
 def _write_back(canvas, rows, x):
     if x is not canvas.x:   # a compacted copy once some requests have finished
         canvas.x[rows] = x
 
 
-def _record(results, active, commit, tokens, scores, offset, global_step, block):
-    commit, tokens, scores = commit.cpu(), tokens.cpu(), scores.float().cpu()
+def _record(results, active, before, x, scores, blk, P, global_step, block, mask_id):
+    """One trace entry per row: every answer slot this step filled (selection, early commit or
+    end-of-text fill), with its score where the selection scored it (None elsewhere)."""
+    filled = ((before == mask_id) & (x != mask_id)).cpu()
+    x, scores = x.cpu(), scores.float().cpu()
     for i, r in enumerate(active):
-        idx = commit[i].nonzero().flatten()
+        idx = filled[i].nonzero().flatten()
         results[r].trace.append({
             "step": global_step, "block": block,
-            "positions": (idx + offset).tolist(),
-            "tokens": tokens[i, idx].tolist(),
-            "scores": [round(s, 6) for s in scores[i, idx].tolist()],
+            "positions": (idx - P).tolist(),
+            "tokens": x[i, idx].tolist(),
+            "scores": [round(scores[i, c - blk.start].item(), 6) if blk.start <= c < blk.stop else None
+                       for c in idx.tolist()],
         })

@@ -71,30 +71,48 @@ class BlockRunner:
         if self.cache is not None:
             self.cache.keep_rows(torch.cat([idx, idx + batch]) if self.cfg else idx)
 
-    def __call__(self, x, valid, pos, blk: slice):
-        """x, valid, pos [B, L] of the active rows -> logits [B, block, V] for the block's columns."""
-        if self.cfg:  # unconditional copy: the prompt itself masked out (LLaDA's guidance)
-            B, P = x.shape[0], self.canvas.prompt_len
-            if self._pair is None:   # built once per set of rows, then written by index
-                self._pair = torch.cat([x, x]), torch.cat([valid, valid]), torch.cat([pos, pos])
-            pair, valid, pos = self._pair
-            pair[:B], pair[B:] = x, x
-            pair[B:, :P].masked_fill_(valid[:B, :P], self.args.mask_token_id)
-            x = pair
-        logits = self._forward(x, valid, pos, blk)
-        self.forwards += 1
-        if self.cfg:
-            cond, uncond = logits.chunk(2)
-            logits = uncond + (self.p.cfg_scale + 1) * (cond - uncond)
-        return logits
+    def __call__(self, x, valid, pos, blk: slice, wide: bool = False):
+        """x, valid, pos [B, L] of the active rows -> (logits [B, Q, V], lo).
 
-    def _forward(self, x, valid, pos, blk):
+        The logits are for canvas columns [lo, lo + Q): the block's columns, or with wide=True
+        every answer column this forward computes anyway (from the prompt's end, or from the
+        block with a cache, to the last column the forward ran).
+        """
+        x, valid, pos = self._pair_rows(x, valid, pos)
+        logits, lo = self._forward(x, valid, pos, blk, wide)
+        self.forwards += 1
+        return self._guide(logits), lo
+
+    def full(self, x, valid, pos, lo: int):
+        """One more forward over the whole canvas without touching the cache -> logits of columns [lo, L)."""
+        x, valid, pos = self._pair_rows(x, valid, pos)
+        valid = valid if self.canvas.padded else None
+        return self._guide(self.model(x, pos, None, slice(lo, x.shape[1]), valid)), lo
+
+    def _pair_rows(self, x, valid, pos):
+        if not self.cfg:
+            return x, valid, pos
+        # unconditional copy: the prompt itself masked out (LLaDA's guidance)
+        B, P = x.shape[0], self.canvas.prompt_len
+        if self._pair is None:   # built once per set of rows, then written by index
+            self._pair = torch.cat([x, x]), torch.cat([valid, valid]), torch.cat([pos, pos])
+        pair, valid, pos = self._pair
+        pair[:B], pair[B:] = x, x
+        pair[B:, :P].masked_fill_(valid[:B, :P], self.args.mask_token_id)
+        return pair, valid, pos
+
+    def _guide(self, logits):
+        if not self.cfg:
+            return logits
+        cond, uncond = logits.chunk(2)
+        return uncond + (self.p.cfg_scale + 1) * (cond - uncond)
+
+    def _forward(self, x, valid, pos, blk, wide):
         valid = valid if self.canvas.padded else None   # no padding: plain bidirectional attention
-        if self.cache is None:
-            return self.model(x, pos, None, blk, valid)
         L, p = x.shape[1], self.p
-        refresh = self.forwards == 0 or (p.refresh_every and self.forwards % p.refresh_every == 0)
-        if refresh:
+        if self.cache is None:
+            start, stop = 0, L
+        elif self.forwards == 0 or (p.refresh_every and self.forwards % p.refresh_every == 0):   # refresh
             start = self.canvas.prompt_len - self.shift if (p.cache_prompt and self.prompt_cached) else 0
             stop = L
             self.prompt_cached = True
@@ -102,6 +120,11 @@ class BlockRunner:
             start = blk.start - p.refresh_window - self.shift
             stop = L if p.cache == "prefix" else min(blk.stop + p.refresh_window, L)
         start = max(start, 0)
+        lo, hi = blk.start, blk.stop
+        if wide:   # every answer column whose scoring row ran (Dream scores column i from row i - 1)
+            lo, hi = min(lo, max(self.canvas.prompt_len, start + self.shift)), stop
+        q = slice(lo - start, hi - start)
+        if self.cache is None:
+            return self.model(x, pos, None, q, valid), lo
         self.cache.start = start
-        q = slice(blk.start - start, blk.stop - start)
-        return self.model(x[:, start:stop], pos[:, start:stop], self.cache, q, valid)
+        return self.model(x[:, start:stop], pos[:, start:stop], self.cache, q, valid), lo

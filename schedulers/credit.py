@@ -1,0 +1,46 @@
+"""credit (CreditDecoding, arXiv 2510.06133, as inclusionAI/dInfer runs it).
+
+Per block a credit matrix C [B, block, V] in float32, zero at the block's first step.
+Each step (C <- beta * C first, except on the block's first step):
+  p = softmax(logits) in float32;  C[i, argmax p_i] += p_i(top1)^gamma  at masked slots i
+  fused = logits + alpha * log(1 + C)
+The fused logits then give the tokens and confidences, and every masked slot whose fused
+confidence is >= min(max fused confidence - 1e-5, threshold) is committed (so the most
+confident one always is). Defaults alpha 0.7, gamma 0.2, beta 0.8, threshold 0.9.
+"""
+from __future__ import annotations
+
+import torch
+
+from dllm.schedulers.base import Scheduler
+
+
+class Credit(Scheduler):
+    fixed = False
+
+    def begin_block(self, masked_counts, steps):
+        self.first = True
+
+    def transform(self, logits, masked):
+        p = self.params
+        B, L, V = logits.shape
+        C = getattr(self, "credit", None)
+        if self.first or C is None or C.shape != (B, L, V):
+            if C is None or C.shape != (B, L, V):   # one buffer, reused by every block of the call
+                C = self.credit = torch.zeros(B, L, V, dtype=torch.float32, device=logits.device)
+            else:
+                C.zero_()
+            self.first = False
+        else:
+            C.mul_(p.credit_beta)
+        l32 = logits.float()
+        lse = torch.logsumexp(l32, -1, keepdim=True)
+        top, idx = l32.max(-1, keepdim=True)                      # top-1 of p = softmax(logits)
+        boost = (top - lse).exp().pow_(p.credit_gamma) * masked[..., None]
+        C.scatter_add_(2, idx, boost)
+        return l32 + p.credit_alpha * torch.log1p(C)
+
+    def select(self, st):
+        ranked = st.scores.masked_fill(~st.masked, float("-inf"))
+        cut = (ranked.max(-1, keepdim=True).values - 1e-5).clamp(-1000, self.params.threshold)
+        return st.masked & (ranked >= cut)

@@ -1,0 +1,93 @@
+"""learned_filter (Learn2PD, arXiv 2509.25188): a small MLP reads the active block's
+confidence vector and predicts, per slot, whether the slot's current argmax already equals
+the token it will finally get. Each step commits the masked slots it accepts
+(probability >= filter_threshold, 0.96) and always the most confident one.
+
+The filter is trained per model and block length by `dllm train-filter` (dllm/train_filter.py)
+and stored as safetensors (weights + JSON metadata, no pickle): by default
+learned_filter.safetensors in the model directory, or SamplingParams.filter_path.
+Input features per block: [confidence of masked slots (1 for committed ones) | masked flag],
+2 * block values; output: one logit per slot.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dllm.errors import InvalidParamsError, ModelLoadError
+from dllm.schedulers.base import Scheduler, best_slot
+
+FILTER_FILE = "learned_filter.safetensors"
+FORMAT = "dllm-learned-filter/1"
+
+
+class FilterMLP(nn.Module):
+    def __init__(self, block: int, hidden: int = 128):
+        super().__init__()
+        self.block, self.hidden = block, hidden
+        self.net = nn.Sequential(nn.Linear(2 * block, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, block))
+
+    @staticmethod
+    def features(conf: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """conf, masked [N, block] -> [N, 2 * block] float32."""
+        m = masked.float()
+        return torch.cat([conf.float() * m + (1 - m), m], -1)
+
+    def forward(self, conf, masked):
+        return self.net(self.features(conf, masked))       # [N, block] logits
+
+
+def save_filter(model: FilterMLP, path, meta: dict):
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    info = {"format": FORMAT, "block_length": model.block, "hidden": model.hidden, **meta}
+    save_file(tensors, str(path), metadata={"dllm": json.dumps(info)})
+
+
+def load_filter(path, device="cpu") -> tuple[FilterMLP, dict]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(
+            f"scheduler 'learned_filter' needs a trained filter, and there is none at {str(path)!r}; train one "
+            "with `dllm train-filter --model DIR --prompts FILE` or pass filter_path.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            info = json.loads((f.metadata() or {}).get("dllm", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:   # safetensors raises several types for corrupt files
+        raise ModelLoadError(f"cannot read the filter file {str(path)!r}: {e}") from None
+    if info.get("format") != FORMAT:
+        raise ModelLoadError(f"{str(path)!r} is not a dllm learned-filter file (no '{FORMAT}' metadata).")
+    model = FilterMLP(int(info["block_length"]), int(info["hidden"]))
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ModelLoadError(f"the filter file {str(path)!r} does not match its own metadata: {e}") from None
+    return model.to(device).eval(), info
+
+
+class LearnedFilter(Scheduler):
+    fixed = False
+
+    def __init__(self, params, style, env=None):
+        super().__init__(params, style, env)
+        path = params.filter_path or (Path(env.model_path) / FILTER_FILE if env and env.model_path else None)
+        if path is None:
+            raise InvalidParamsError("scheduler 'learned_filter' needs filter_path (no model directory to look in).")
+        self.filter, self.info = load_filter(path, env.device if env else "cpu")
+        if self.info["block_length"] != params.block:
+            raise InvalidParamsError(
+                f"the learned filter in {str(path)!r} was trained for block_length {self.info['block_length']}, "
+                f"not {params.block}; decode with that block length or train a filter for this one.")
+
+    @torch.no_grad()
+    def select(self, st):
+        prob = torch.sigmoid(self.filter(st.scores, st.masked))
+        return (st.masked & (prob >= self.params.filter_threshold)) | best_slot(st.scores, st.masked)
