@@ -125,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--show-steps", action="store_true", help="replay the unmasking of each answer on stderr")
     _add_sampling_flags(gen)
     gen.set_defaults(func=cmd_generate)
+
+    tf = sub.add_parser("train-filter", help="train the learned_filter scheduler's filter for a model",
+                        description="Decode prompts one token per step, replay the decoding as (block confidences, "
+                                    "slot already final) pairs, train the Learn2PD filter on them and save it "
+                                    "(by default as MODEL/learned_filter.safetensors).")
+    tf.add_argument("--model", metavar="DIR", help="checkpoint directory")
+    tf.add_argument("--prompts", metavar="FILE", required=True,
+                    help="one prompt per line, or a .jsonl file of {\"prompt\": ...} / {\"prompt_token_ids\": [...]}")
+    tf.add_argument("--output", metavar="FILE", help="where to save the filter (default: MODEL/learned_filter.safetensors)")
+    tf.add_argument("--block-length", type=int, default=32, metavar="N", help="block length the filter is for (default: 32)")
+    tf.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length decoded per prompt (default: 128)")
+    tf.add_argument("--batch-size", type=int, default=8, metavar="N", help="prompts decoded together (default: 8)")
+    tf.add_argument("--hidden", type=int, default=128, metavar="N", help="filter hidden width (default: 128)")
+    tf.add_argument("--epochs", type=int, default=200, metavar="N", help="training epochs (default: 200)")
+    tf.add_argument("--lr", type=float, default=1e-3, metavar="X", help="Adam learning rate (default: 0.001)")
+    tf.add_argument("--seed", type=int, default=0, metavar="N")
+    tf.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    tf.add_argument("--dtype", choices=("float32", "bfloat16", "float16"))
+    tf.add_argument("--no-chat-template", action="store_true", help="encode prompts as-is")
+    tf.set_defaults(func=cmd_train_filter)
     return parser
 
 
@@ -188,6 +208,34 @@ def cmd_generate(args) -> int:
         print(f"{f'[{i + 1}] ' if len(outputs) > 1 else ''}nfe={s.nfe} steps={s.steps} "
               f"tokens/forward={s.tokens_per_forward:.2f} answer_tokens={s.answer_tokens} "
               f"finish={out.finish_reason} elapsed={s.elapsed_s:.2f}s", file=sys.stderr)
+    return 0
+
+
+def cmd_train_filter(args) -> int:
+    if not args.model:
+        raise DllmError("no model given; pass --model DIR (a local LLaDA or Dream checkpoint directory).")
+    for name in ("block_length", "max_new_tokens", "batch_size", "hidden", "epochs"):
+        if getattr(args, name) <= 0:
+            raise DllmError(f"--{name.replace('_', '-')} must be a positive integer.")
+    if args.lr <= 0:
+        raise DllmError("--lr must be > 0.")
+    from dllm.llm import LLM
+    from dllm.train_filter import read_prompts, train_filter
+
+    prompts = read_prompts(args.prompts)
+    llm = LLM(args.model, device=args.device, dtype=args.dtype)
+    t0 = time.perf_counter()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    info = train_filter(llm, prompts, output=args.output, block_length=args.block_length,
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, hidden=args.hidden,
+                        epochs=args.epochs, lr=args.lr, seed=args.seed,
+                        apply_chat_template=not args.no_chat_template, log=log)
+    log(f"{'held-out steps':<16} {'accepted/step':>13} {'correct/step':>12} {'wrong/step':>10} {'precision':>9}")
+    for name, m in info["held_out"].items():
+        log(f"{name:<16} {m['accepted_per_step']:>13.3f} {m['correct_per_step']:>12.3f} "
+            f"{m['wrong_per_step']:>10.3f} {m['precision']:>9.3f}")
+    log(f"trained in {time.perf_counter() - t0:.1f}s")
+    print(info["output"])
     return 0
 
 
