@@ -14,6 +14,7 @@ SCHEDULERS = {
     "credit": "dllm.schedulers.credit:Credit",
     "early_commit": "dllm.schedulers.early_commit:EarlyCommit",
     "learned_filter": "dllm.schedulers.learned_filter:LearnedFilter",
+    "ltr": "dllm.schedulers.ltr:LeftToRight",
 }
 
 

@@ -46,6 +46,11 @@ def test_factor_commits_the_longest_passing_prefix():
     assert commit.tolist() == [[True, False, False]]
 
 
+def test_ltr_commits_the_leftmost_masked_slot():
+    commit = sched("ltr").select(make_step([[0.1, 0.9, 0.99, 0.5]], [[0, 1, 1, 1]]))
+    assert commit.tolist() == [[False, True, False, False]]
+
+
 def test_threshold_and_credit_cut():
     scores = [[0.95, 0.5, 0.91, 0.3]]
     assert sched("threshold").select(make_step(scores, [[1, 1, 1, 1]])).tolist() == [[True, False, True, False]]
@@ -126,7 +131,7 @@ def test_learned_filter_accepts_what_the_filter_accepts(tmp_path):
 
 
 # ---- invariants under random inputs -----------------------------------------------------------
-ADAPTIVE = ["topk", "threshold", "factor", "credit", "early_commit"]
+ADAPTIVE = ["topk", "threshold", "factor", "credit", "early_commit", "ltr"]
 
 
 @settings(max_examples=60, deadline=None)
