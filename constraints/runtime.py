@@ -1,0 +1,88 @@
+"""A compiled constraint applied to one generate call: per-row DFA states and the DINGO witness.
+
+The engine calls begin_block at each block start (walks the newly committed columns, finds
+the states from which the rest of the answer can be completed), restrict at each step (the
+witness replaces the proposed tokens of the masked slots) and keep_rows when requests leave.
+"""
+from __future__ import annotations
+
+import torch
+
+from dllm.constraints.dingo import Lattice
+
+
+class ConstrainedRows:
+    def __init__(self, dfa, stop_ids, canvas, temperature: float, generator, remasking: str = "low_confidence"):
+        x = canvas.x
+        self.lat = Lattice(dfa, stop_ids, x.device)
+        self.P, self.L = canvas.prompt_len, x.shape[1]
+        self.temperature, self.generator, self.remasking = temperature, generator, remasking
+        self.state = torch.full((x.shape[0],), dfa.start, dtype=torch.long, device=x.device)
+        self.col = self.P                     # canvas column the states have been walked up to
+        self.mask_id = canvas.mask_id
+
+    def completable(self, x) -> torch.Tensor:
+        """[B] bool: the answer (masks = free slots, anything else fixed) can still satisfy the constraint."""
+        feas = self._feasible_from(x, self.col)
+        return feas.gather(1, self.state.clamp(min=0)[:, None]).squeeze(1) & (self.state >= 0)
+
+    def begin_block(self, x, blk: slice):
+        for c in range(self.col, blk.start):  # committed columns since the last block
+            self.state = self.lat.step_token(self.state, x[:, c])
+        self.col = blk.start
+        self.feasible = self._feasible_from(x, blk.stop)
+
+    def keep_rows(self, idx):
+        self.state = self.state[idx]
+
+    def _feasible_from(self, x, col: int) -> torch.Tensor:
+        """[B, S + 1] bool: states at column `col` from which columns col.. can be completed."""
+        lat = self.lat
+        B = x.shape[0]
+        tail = x[:, col:]
+        fixed = tail != self.mask_id
+        if not bool(fixed.any()):                 # only free slots: the shortest distance decides
+            return lat.feasible_free(tail.shape[1]).expand(B, -1)
+        feas = lat.accept.expand(B, -1).clone()
+        states = torch.arange(lat.S + 1, device=x.device)
+        for c in range(tail.shape[1] - 1, -1, -1):
+            # free slot: some class edge or an end token leads into a feasible state
+            nxt = torch.where(lat.trans >= 0, lat.trans, 0)                     # [S, C]
+            via_class = (feas[:, nxt] & (lat.trans >= 0)).any(-1)               # [B, S]
+            via_end = lat.can_end & feas[:, lat.E:lat.E + 1]                     # [B, S + 1]
+            free = torch.cat([via_class, torch.zeros(B, 1, dtype=torch.bool, device=x.device)], 1) | via_end
+            # fixed slot: its own token
+            step = lat.step_token(states.repeat(B), tail[:, c].repeat_interleave(lat.S + 1)).view(B, -1)
+            fix = torch.where(step >= 0, feas.gather(1, step.clamp(min=0)), False)
+            feas = torch.where(fixed[:, c, None], fix, free)
+        return feas
+
+    def restrict(self, logits, xblk, masked, propose):
+        """-> (tokens, scores): the witness in the masked slots, scored by its own probability
+        (low_confidence) or by `propose()`'s score of the slot (other remasking rules)."""
+        l32 = logits.float()
+        logp = torch.log_softmax(l32 / self.temperature if self.temperature > 0 else l32, -1)
+        if self.temperature > 0:   # perturb-and-MAP: Gumbel noise on the tempered log-probabilities
+            u = torch.rand(logp.shape, generator=self.generator, device=logp.device).clamp_(min=1e-20)
+            search = logp - torch.log(-torch.log(u))
+        else:
+            search = logp
+        witness, ok = self.lat.witness(search, xblk, masked, self.state, self.feasible)
+        if not bool(ok.all()):
+            raise AssertionError("constrained decoding lost its witness")   # commits only ever come from witnesses
+        if self.remasking == "low_confidence":
+            if self.temperature > 0:
+                logp = torch.log_softmax(l32, -1)
+            scores = logp.gather(-1, witness[..., None]).squeeze(-1).exp()
+        else:
+            scores = propose(logits)[1]
+        return torch.where(masked, witness, xblk), scores
+
+    def complete(self, logits, xcols):
+        """Early commit: logits [B, W, V] and tokens [B, W] of the columns from the active block's
+        start to the end -> the witness for all of them (masked ones filled)."""
+        logp = torch.log_softmax(logits.float(), -1)
+        feas = self.lat.accept.expand(xcols.shape[0], -1)
+        witness, ok = self.lat.witness(logp, xcols, xcols == self.mask_id, self.state, feas)
+        assert bool(ok.all()), "constrained decoding lost its witness"
+        return witness
