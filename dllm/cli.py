@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt text; '-' reads it from stdin")
     gen.add_argument("--prompt-ids", action="append", type=_token_ids, default=[], metavar="1,2,3",
                      help="a prompt given as token ids (repeatable)")
-    gen.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA or Dream, Hugging Face layout)")
+    gen.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA, Dream, Llama or Qwen2, Hugging Face "
+                                                    "layout) or a .gguf file (Llama or Qwen2 architecture)")
     gen.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     gen.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                      help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")

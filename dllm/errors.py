@@ -23,3 +23,7 @@ class PromptError(DllmError, ValueError):
 
 class UnsupportedError(DllmError):
     """The request asks for a capability this build of dllm does not provide."""
+
+
+class ConstraintError(InvalidParamsError):
+    """An invalid or unsatisfiable regex, JSON schema or grammar."""

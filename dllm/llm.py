@@ -51,7 +51,8 @@ class LLM:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model, self.args = load_model(self.path, self.device, self.dtype)
-        self.tokenizer = Tokenizer.from_pretrained(self.path)
+        self.tokenizer = Tokenizer.from_gguf(self.path) if self.path.suffix == ".gguf" and self.path.is_file() \
+            else Tokenizer.from_pretrained(self.path)
         self.stop_ids = set(self.args.eos_token_ids) | self._generation_config_eos()
         if self.tokenizer is not None:
             self.stop_ids |= self.tokenizer.stop_token_ids()
@@ -78,8 +79,6 @@ class LLM:
                     raise PromptError("prompt_token_ids must be a list of integers.")
                 ids = list(ids)
             elif "prompt" in prompt:
-                if "template" in prompt:
-                    raise DllmError("infilling templates are not available in this build of dllm yet.")
                 return self._encode(prompt["prompt"], apply_chat_template)
             else:
                 raise PromptError("a dict prompt needs a 'prompt' or 'prompt_token_ids' key.")
@@ -101,6 +100,42 @@ class LLM:
             raise PromptError(f"token id {bad[0]} is outside the model's vocabulary (0..{self.args.vocab_size - 1}).")
         return ids
 
+    def _template(self, prompt, n: int):
+        """{"template": [fixed text | gap length, ...]} -> the n initial answer slots (mask id in the
+        gaps, end tokens after the template), or None without a template."""
+        tpl = prompt.get("template") if isinstance(prompt, dict) else None
+        if tpl is None:
+            return None
+        if not isinstance(tpl, (list, tuple)) or not tpl or not all(
+                isinstance(p, str) or (isinstance(p, int) and not isinstance(p, bool) and p > 0) for p in tpl):
+            raise PromptError("a template is a non-empty list of fixed strings and positive gap lengths.")
+        if self.tokenizer is None:
+            raise TokenizerError(f"{str(self.path)!r} has no tokenizer files, so a template's text cannot be encoded.")
+        slots = []
+        for part in tpl:
+            slots += self.tokenizer.encode(part, add_special_tokens=False) if isinstance(part, str) \
+                else [self.args.mask_token_id] * part
+        if len(slots) > n:
+            raise PromptError(f"the template needs {len(slots)} answer tokens but max_new_tokens is {n}.")
+        end = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id in self.stop_ids else min(self.stop_ids)
+        return slots + [end] * (n - len(slots))
+
+    def _compile(self, params, templated: bool):
+        """The constraint's token DFA, or None. Templates without a pattern get the any-text language,
+        so that an end token can only close the last gap."""
+        pattern = params.regex
+        if params.json_schema is not None:
+            from dllm.constraints.json_schema import schema_to_regex
+
+            pattern = schema_to_regex(params.json_schema)
+        if pattern is None and not templated:
+            return None
+        if self.tokenizer is None:
+            raise TokenizerError(f"{str(self.path)!r} has no tokenizer files; constraints and templates need them.")
+        from dllm.constraints.regex import compile_regex
+
+        return compile_regex(pattern if pattern is not None else r"[\s\S]*", self.tokenizer, self.args.vocab_size)
+
     # ---- generation --------------------------------------------------------------------------
     def generate(self, prompts, params: SamplingParams | None = None, *, apply_chat_template: bool = False,
                  on_step=None):
@@ -111,22 +146,46 @@ class LLM:
         from dllm.engine.diffusion import diffusion_generate
 
         params = params or SamplingParams()
-        if not isinstance(params, SamplingParams):
-            raise DllmError("params must be a SamplingParams.")
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
         prompts = list(prompts)
         if not prompts:
             raise PromptError("the prompt list is empty; give at least one prompt.")
+        if isinstance(params, (list, tuple)):   # one SamplingParams per prompt: equal ones run as one batch
+            if len(params) != len(prompts) or not all(isinstance(p, SamplingParams) for p in params):
+                raise DllmError("params must be a SamplingParams or a list of them, one per prompt.")
+            groups: dict = {}
+            for i, p in enumerate(params):
+                groups.setdefault(_key(p), []).append(i)
+            outs = [None] * len(prompts)
+            for idx in groups.values():
+                for i, o in zip(idx, self.generate([prompts[i] for i in idx], params[idx[0]],
+                                                   apply_chat_template=apply_chat_template, on_step=on_step)):
+                    outs[i] = o
+            return outs
+        if not isinstance(params, SamplingParams):
+            raise DllmError("params must be a SamplingParams.")
         ids = [self._encode(p, apply_chat_template) for p in prompts]
+        answers = [self._template(p, params.max_new_tokens) for p in prompts]
+        templated = any(a is not None for a in answers)
+        dfa = self._compile(params, templated)
         longest = max(len(i) for i in ids)
         if longest + params.max_new_tokens > self.args.max_seq_len:
             raise PromptError(
                 f"prompt ({longest} tokens) + answer ({params.max_new_tokens}) exceeds the model's context "
                 f"of {self.args.max_seq_len} tokens.")
         t0 = time.perf_counter()
-        rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
-                                  model_path=str(self.path), on_step=on_step)
+        if self.args.causal:   # autoregressive models: one token per forward (engine/autoregressive.py)
+            from dllm.engine.autoregressive import ar_generate
+            from dllm.errors import UnsupportedError
+
+            if dfa is not None or templated:
+                raise UnsupportedError("constraints and templates are not available for autoregressive models yet.")
+            rows = ar_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id)
+        else:
+            rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
+                                      model_path=str(self.path), on_step=on_step, dfa=dfa,
+                                      answers=answers if templated else None)
         elapsed = time.perf_counter() - t0
         return [self._output(p, r, params, elapsed) for p, r in zip(ids, rows)]
 
@@ -152,3 +211,7 @@ class LLM:
             trace=row.trace, cache_bytes=row.cache_bytes)
         return RequestOutput(text=text, token_ids=answer, prompt_token_ids=list(prompt_ids), stats=stats,
                              finish_reason=reason)
+
+
+def _key(params: SamplingParams) -> str:
+    return json.dumps(params.to_dict(), sort_keys=True, default=str)

@@ -151,6 +151,22 @@ class SamplingParams:
             v = getattr(self, name)
             if not _is_int(v) or v < 0:
                 bad(f"{name} must be an integer >= 0, got {v!r}.")
+        if self.regex is not None and self.json_schema is not None:
+            bad("give either regex or json_schema, not both.")
+        if self.regex is not None:
+            if not isinstance(self.regex, str):
+                bad(f"regex must be a string, got {type(self.regex).__name__}.")
+            from dllm.constraints.regex import check_regex
+
+            check_regex(self.regex)
+        if self.json_schema is not None:
+            if not isinstance(self.json_schema, dict):
+                bad(f"json_schema must be a dict (a JSON Schema object), got {type(self.json_schema).__name__}.")
+            from dllm.constraints.json_schema import schema_to_regex
+
+            schema_to_regex(self.json_schema)   # raises ConstraintError for what it cannot express
+        if self.grammar is not None and not isinstance(self.grammar, str):
+            bad(f"grammar must be Lark grammar text, got {type(self.grammar).__name__}.")
         if not all(isinstance(s, str) and s for s in self.stop):
             bad("stop must be a list of non-empty strings.")
 

@@ -1,13 +1,15 @@
-"""Tokenizer and chat template read from a local model directory.
+"""Tokenizer and chat template read from a local model directory or a GGUF file.
 
 Built on the `tokenizers` library and jinja2 only: transformers is not a dependency, and a
 checkpoint's own tokenizer code (`auto_map`, e.g. Dream's tokenization_dream.py) is never imported,
 because running code shipped inside a downloaded checkpoint would be arbitrary code execution.
 
-Two layouts load:
+Three sources load:
   * tokenizer.json (LLaDA and most fast tokenizers): the file fully describes the pipeline.
   * vocab.json + merges.txt (Dream, which ships only a slow Qwen2-style tokenizer): we rebuild what
     Qwen2's fast tokenizer would be: NFC, the Qwen2 split regex, byte-level BPE, byte-level decoding.
+  * a GGUF file (Tokenizer.from_gguf): the vocabulary, merges, token types, special ids and chat
+    template stored as tokenizer.* metadata, rebuilt as the byte-level BPE llama.cpp runs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_con
 # the tokenizers Regex (oniguruma) supports.
 _QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+# Llama-3's pre-tokenization pattern (GGUF `tokenizer.ggml.pre` "llama-bpe" and kin): digits in runs of <= 3.
+_LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                   r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_GGUF_SPLITS = {
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen"), _QWEN2_PATTERN),
+    **dict.fromkeys(("llama3", "llama-v3", "llama-bpe", "smaug-bpe", "falcon3", "dbrx"), _LLAMA3_PATTERN),
+}
+# GGUF token types (llama.cpp's llama_token_type): 3 = control (special), 4 = user-defined (added, not special)
+_GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4
 
 _END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|endoftext|>")
 # The token attributes HF treats as special even when the vocab does not flag them so.
@@ -103,6 +115,86 @@ def _build_qwen2_bpe(directory: Path, config: dict) -> _HFTokenizer:
     return tok
 
 
+def _byte_chars() -> list[str]:
+    """GPT-2's byte -> printable character table: byte b is spelled chr(b) when printable (33..126,
+    161..172, 174..255), otherwise chr(256 + n) for the n-th unprintable byte in order."""
+    printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
+    out, n = [], 0
+    for b in range(256):
+        if b in printable:
+            out.append(chr(b))
+        else:
+            out.append(chr(256 + n))
+            n += 1
+    return out
+
+
+def _build_gguf_bpe(meta: dict, where: str) -> tuple[_HFTokenizer, dict[str, str]]:
+    """A byte-level BPE tokenizer ("gpt2" in GGUF) from a GGUF file's tokenizer.* metadata.
+
+    Vocabulary = tokenizer.ggml.tokens (id = index; a token not spelled in the byte alphabet is
+    respelled byte by byte), merges = tokenizer.ggml.merges ("a b" per merge), control tokens
+    (type 3) added as special, user-defined ones (type 4) as plain added tokens; the split regex
+    chosen by tokenizer.ggml.pre as llama.cpp does (GPT-2's by default); BOS/EOS added around the
+    text only when tokenizer.ggml.add_bos_token / add_eos_token say so.
+    """
+    from tokenizers import processors
+
+    tokens, merges = meta.get("ggml.tokens"), meta.get("ggml.merges")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise TokenizerError(f"{where} has no usable tokenizer.ggml.tokens list.")
+    if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
+        raise TokenizerError(f"{where} has no usable tokenizer.ggml.merges list (byte-level BPE needs one).")
+    chars = _byte_chars()
+    alphabet = set(chars)
+    vocab: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        vocab[t if set(t) <= alphabet else "".join(chars[b] for b in t.encode("utf-8"))] = i
+    tok = _HFTokenizer(models.BPE(vocab, [tuple(m.split(" ")) for m in merges], fuse_unk=False, byte_fallback=False))
+    split = _GGUF_SPLITS.get(meta.get("ggml.pre"))
+    if split is not None:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    elif meta.get("ggml.pre") == "smollm":
+        # llama.cpp's smollm split: every digit alone, then GPT-2's regex (SmolLM's own tokenizer.json)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+
+    types = meta.get("ggml.token_type") or []
+    control = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types)
+               if k == _GGUF_CONTROL and set(t) <= alphabet]   # other spellings are llama.cpp mislabels
+    if control:
+        tok.add_special_tokens(control)
+    user = [AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types)
+            if k == _GGUF_USER_DEFINED and t in vocab]
+    if user:
+        tok.add_tokens(user)
+
+    named = {}
+    for attr, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
+                      ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id")):
+        idx = meta.get(f"ggml.{key}")
+        if isinstance(idx, int) and 0 <= idx < len(tokens):
+            named[attr] = tokens[idx]
+    pre, post = [], []
+    if meta.get("ggml.add_bos_token") and "bos_token" in named:
+        pre = [named["bos_token"]]
+    if meta.get("ggml.add_eos_token") and "eos_token" in named:
+        post = [named["eos_token"]]
+    if pre or post:
+        tok.post_processor = processors.TemplateProcessing(
+            single=" ".join(pre + ["$A"] + post), pair=" ".join(pre + ["$A"] + post + pre + ["$B"] + post),
+            special_tokens=[(t, vocab.get(t, tokens.index(t))) for t in dict.fromkeys(pre + post)])
+    return tok, named
+
+
 class Tokenizer:
     """Text <-> token ids for one model directory, plus its chat template."""
 
@@ -173,6 +265,33 @@ class Tokenizer:
         if template is not None and not isinstance(template, str):
             raise TokenizerError(f"the chat_template in {config_path} is not a string.")
         return cls(tok, template_tokens, template)
+
+    @classmethod
+    def from_gguf(cls, path) -> "Tokenizer | None":
+        """The tokenizer and chat template stored in a GGUF file's metadata (None when it has none).
+
+        Only byte-level BPE vocabularies (tokenizer.ggml.model "gpt2": SmolLM, Llama 3, Qwen2) are
+        rebuilt; SentencePiece ones ("llama") are refused.
+        """
+        from dllm.errors import ModelLoadError
+        from dllm.models.gguf import tokenizer_metadata
+
+        path = Path(path)
+        try:
+            meta = tokenizer_metadata(path)
+        except ModelLoadError as exc:
+            raise TokenizerError(str(exc)) from None
+        kind = meta.get("ggml.model")
+        if kind is None:
+            return None
+        if kind != "gpt2":
+            raise TokenizerError(f"{path.name} holds a {kind!r} tokenizer; dllm rebuilds only byte-level BPE "
+                                 "('gpt2') tokenizers from GGUF files.")
+        tok, named = _build_gguf_bpe(meta, path.name)
+        template = meta.get("chat_template")
+        if template is not None and not isinstance(template, str):
+            raise TokenizerError(f"the tokenizer.chat_template in {path.name} is not a string.")
+        return cls(tok, named, template)
 
     # ---- text <-> ids -------------------------------------------------------------------------
 

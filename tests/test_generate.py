@@ -127,8 +127,10 @@ def test_errors_are_clear(llada_notok_dir):
         llm.generate({"prompt_token_ids": []}, SamplingParams(max_new_tokens=4))
     with pytest.raises(PromptError, match="context"):
         llm.generate({"prompt_token_ids": [1] * 4000}, SamplingParams(max_new_tokens=128))
-    with pytest.raises(DllmError, match="not available"):
+    with pytest.raises(TokenizerError, match="constraints"):
         llm.generate({"prompt_token_ids": [1]}, SamplingParams(max_new_tokens=4, regex="[a-z]+"))
+    with pytest.raises(DllmError, match="not available"):
+        llm.generate({"prompt_token_ids": [1]}, SamplingParams(max_new_tokens=4, grammar="start: 'a'"))
 
 
 @pytest.mark.parametrize("kw,match", [

@@ -22,9 +22,15 @@ class Canvas:
     padded: bool = False     # any left padding; without it attention needs no key mask
 
     @classmethod
-    def build(cls, prompts: list[list[int]], answer_len: int, mask_id: int, pad_id: int, device) -> "Canvas":
+    def build(cls, prompts: list[list[int]], answer_len: int, mask_id: int, pad_id: int, device,
+              answers: list | None = None) -> "Canvas":
+        """answers: per row None (all slots masked) or answer_len initial slots (templates: fixed
+        text tokens, mask_id in the gaps)."""
         B, P = len(prompts), max(len(p) for p in prompts)
         x = torch.full((B, P + answer_len), mask_id, dtype=torch.long)
+        for r, a in enumerate(answers or []):
+            if a is not None:
+                x[r, P:] = torch.tensor(a, dtype=torch.long)
         valid = torch.ones((B, P + answer_len), dtype=torch.bool)
         for r, p in enumerate(prompts):
             pad = P - len(p)

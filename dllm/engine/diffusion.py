@@ -14,7 +14,7 @@ import torch
 from dllm.engine.canvas import Canvas
 from dllm.engine.kv_cache import BlockRunner
 from dllm.engine.scoring import propose
-from dllm.errors import UnsupportedError
+from dllm.errors import ConstraintError, UnsupportedError
 from dllm.models.config import ModelArgs
 from dllm.schedulers import get_scheduler
 from dllm.schedulers.base import Step
@@ -49,13 +49,15 @@ class SchedulerEnv:
 
 @torch.no_grad()
 def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_ids,
-                       pad_id: int, model_path=None, on_step=None) -> list[RowResult]:
-    """on_step(step: Step): called after each step's selection (tools such as train-filter)."""
-    if params.regex or params.json_schema or params.grammar:
-        raise UnsupportedError("constrained decoding (regex, json_schema, grammar) is not available in this build of dllm yet.")
+                       pad_id: int, model_path=None, on_step=None, dfa=None, answers=None) -> list[RowResult]:
+    """dfa: the compiled constraint (constraints/regex.py TokenDFA) or None; answers: per-row
+    initial answer slots (templates) or None. on_step(step: Step): called after each step's
+    selection (tools such as train-filter)."""
+    if params.grammar:
+        raise UnsupportedError("grammar constraints are not available in this build of dllm yet; use regex or json_schema.")
     device = next(model.parameters()).device
     mask_id = args.mask_token_id
-    canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device)
+    canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device, answers)
     P, bl = canvas.prompt_len, params.block
     style = schedule_style(params, args)
     sched = get_scheduler(params.scheduler)(params, style, SchedulerEnv(model_path, device))
@@ -63,6 +65,16 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     if params.seed is not None:
         gen = torch.Generator(device=device).manual_seed(params.seed)
     stop = torch.tensor(sorted(stop_ids) or [-1], device=device)
+    constraint = None
+    if dfa is not None:
+        from dllm.constraints.runtime import ConstrainedRows
+
+        constraint = ConstrainedRows(dfa, stop_ids, canvas, params.temperature, gen, params.remasking)
+        if not bool(constraint.completable(canvas.x).all()):
+            raise ConstraintError(
+                f"no answer of at most {params.max_new_tokens} tokens satisfies the constraint"
+                + (" with the template's fixed text" if answers and any(a is not None for a in answers) else "")
+                + "; allow more tokens or relax the constraint.")
     eot = params.eot_prediction and bool(stop_ids)
     results = [RowResult(answer=[]) for _ in prompts]
     runner = BlockRunner(model, args, params, canvas, len(prompts))
@@ -78,6 +90,8 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
         blk = canvas.block_slice(b * bl, bl)
         sched.begin_block((x[:, blk] == mask_id).sum(1).tolist(), steps)
         runner.begin_block()
+        if constraint is not None:
+            constraint.begin_block(x, blk)
         step = 0
         while True:
             masked = x[:, blk] == mask_id
@@ -98,7 +112,11 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             before = x.clone() if params.trace else None
             logits, lo = runner(x, valid, pos, blk, wide=sched.wide)
             raw = logits[:, blk.start - lo:blk.stop - lo]
-            tokens, scores = propose(sched.transform(raw, masked), **propose_kw)
+            fused = sched.transform(raw, masked)
+            if constraint is not None:   # DINGO: the masked slots take the best valid completion
+                tokens, scores = constraint.restrict(fused, x[:, blk], masked, lambda lg: propose(lg, **propose_kw))
+            else:
+                tokens, scores = propose(fused, **propose_kw)
             for r in active:
                 results[r].nfe += forward_cost
                 results[r].steps += 1
@@ -117,7 +135,11 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             if fill is not None and bool(fill.any()):   # early commit: complete these rows now
                 wide, wlo = (st.wide, st.wide_start) if st.wide is not None and st.wide_start <= blk.start \
                     and st.wide_start + st.wide.shape[1] == L else st.extra(blk.start)
-                wtok, _ = propose(wide, **propose_kw)
+                if constraint is not None:
+                    wtok = constraint.complete(wide[:, blk.start - wlo:], x[:, blk.start:])
+                    wlo = blk.start
+                else:
+                    wtok, _ = propose(wide, **propose_kw)
                 tail = x[:, wlo:]
                 x[:, wlo:] = torch.where(fill[:, None] & (tail == mask_id), wtok, tail)
                 masked = masked & ~fill[:, None]
@@ -141,6 +163,8 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             if not active:
                 break
             runner.keep_rows(keep, len(done))
+            if constraint is not None:
+                constraint.keep_rows(keep)
             rows, x, valid, pos = rows[keep], x[keep], valid[keep], pos[keep]
     else:
         _write_back(canvas, rows, x)

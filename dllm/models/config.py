@@ -8,7 +8,7 @@ from dllm.errors import ModelLoadError
 
 @dataclass(frozen=True)
 class ModelArgs:
-    family: str              # "llada" | "dream"
+    family: str              # "llada" | "dream" | "llama" | "qwen2"
     vocab_size: int          # rows of the embedding = columns of the logits
     dim: int
     n_layers: int
@@ -18,7 +18,7 @@ class ModelArgs:
     norm_eps: float
     rope_theta: float
     max_seq_len: int
-    mask_token_id: int
+    mask_token_id: int       # -1 for autoregressive families (no mask token; never a real id)
     eos_token_ids: tuple = ()
     pad_token_id: int | None = None
     qkv_bias: bool = False
@@ -116,7 +116,77 @@ def dream_args(cfg: dict) -> ModelArgs:
     )
 
 
-FAMILIES = {"llada": llada_args, "dream": dream_args}
+def _plain_rope(cfg: dict, family: str) -> float:
+    """rope_theta of a config that must use plain RoPE (no scaling, full rotary dimension).
+
+    transformers < 5 writes `rope_theta` and `rope_scaling` at the top level; >= 5 writes
+    `rope_parameters` = {"rope_type": ..., "rope_theta": ...}. Either layout is read.
+    """
+    params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
+    for spec in (cfg.get("rope_scaling"), params):
+        if spec is None:
+            continue
+        kind = spec.get("rope_type", spec.get("type", "default")) if isinstance(spec, dict) else spec
+        if kind not in ("default", None):
+            raise ModelLoadError(
+                f"config.json asks for rope scaling {kind!r}; dllm supports only plain RoPE for {family} models.")
+    if float(cfg.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))) != 1.0:
+        raise ModelLoadError(f"config.json sets partial_rotary_factor; dllm rotates the full head dimension of {family} models.")
+    return float(cfg.get("rope_theta", params.get("rope_theta", 10000.0)))
+
+
+def _causal_args(cfg: dict, family: str, name: str, qkv_bias: bool) -> ModelArgs:
+    """Shared part of the autoregressive Hugging Face families (Llama, Qwen2): same field names,
+    rotate-half RoPE in the model dtype (rope_fp32=False), causal attention, no mask token."""
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise ModelLoadError(f"config.json has hidden_act={cfg['hidden_act']!r}; only 'silu' is supported.")
+    if cfg.get("mlp_bias"):
+        raise ModelLoadError(f"config.json has mlp_bias=true, which dllm does not support for {name} models.")
+    theta = _plain_rope(cfg, name)
+    dim = int(_need(cfg, "hidden_size", name))
+    n_heads = int(_need(cfg, "num_attention_heads", name))
+    head_dim = cfg.get("head_dim")
+    if head_dim is not None and n_heads and int(head_dim) * n_heads != dim:
+        raise ModelLoadError(
+            f"config.json has head_dim={head_dim} with {n_heads} heads and hidden_size {dim}; dllm needs "
+            "head_dim * heads = hidden_size.")
+    return ModelArgs(
+        family=family,
+        vocab_size=int(_need(cfg, "vocab_size", name)),
+        dim=dim,
+        n_layers=int(_need(cfg, "num_hidden_layers", name)),
+        n_heads=n_heads,
+        n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads),
+        intermediate_size=int(_need(cfg, "intermediate_size", name)),
+        norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        rope_theta=theta,
+        max_seq_len=int(cfg.get("max_position_embeddings", 2048 if family == "llama" else 32768)),
+        mask_token_id=-1,
+        eos_token_ids=_ids(cfg.get("eos_token_id")),
+        pad_token_id=cfg.get("pad_token_id") if isinstance(cfg.get("pad_token_id"), int) else None,
+        qkv_bias=qkv_bias,
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        rope_fp32=False,     # HF Llama/Qwen2: cos/sin rounded to the model dtype, rotation in that dtype
+        causal=True,
+    )
+
+
+def llama_args(cfg: dict) -> ModelArgs:
+    """Llama-family config.json (model_type "llama": Llama 2/3 without rope scaling, SmolLM, TinyLlama)."""
+    if cfg.get("attention_bias"):
+        # HF Llama's attention_bias also puts a bias on o_proj, which dllm's transformer does not have
+        raise ModelLoadError("config.json has attention_bias=true, which dllm does not support for Llama models.")
+    return _causal_args(cfg, "llama", "Llama", qkv_bias=False)
+
+
+def qwen2_args(cfg: dict) -> ModelArgs:
+    """Qwen2-family config.json (model_type "qwen2": Qwen2, Qwen2.5): q/k/v biases, no o_proj bias."""
+    if cfg.get("use_sliding_window"):
+        raise ModelLoadError("config.json has use_sliding_window=true; dllm supports only full attention for Qwen2 models.")
+    return _causal_args(cfg, "qwen2", "Qwen2", qkv_bias=True)
+
+
+FAMILIES = {"llada": llada_args, "dream": dream_args, "llama": llama_args, "qwen2": qwen2_args}
 
 
 def args_from_config(cfg: dict) -> ModelArgs:
@@ -124,7 +194,8 @@ def args_from_config(cfg: dict) -> ModelArgs:
     family = model_type.lower()
     if family not in FAMILIES:
         raise ModelLoadError(
-            f"unknown model_type {model_type!r} in config.json; dllm loads 'llada' and 'Dream' checkpoints.")
+            f"unknown model_type {model_type!r} in config.json; dllm loads 'llada', 'Dream', 'llama' and "
+            "'qwen2' checkpoints.")
     args = FAMILIES[family](cfg)
     if args.dim % args.n_heads or args.n_heads % args.n_kv_heads:
         raise ModelLoadError(

@@ -47,7 +47,8 @@ _DREAM = {
     "model.layers.{i}.mlp.up_proj.weight": "layers.{i}.feed_forward.w3.weight",
     "model.layers.{i}.mlp.down_proj.weight": "layers.{i}.feed_forward.w2.weight",
 }
-WEIGHT_MAPS = {"llada": _LLADA, "dream": _DREAM}
+# Hugging Face Llama and Qwen2 use Dream's (Qwen2's) tensor names; q/k/v biases only where the config has them
+WEIGHT_MAPS = {"llada": _LLADA, "dream": _DREAM, "llama": _DREAM, "qwen2": _DREAM}
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")  # recomputed buffers some exports carry
 
 
@@ -76,8 +77,8 @@ def read_config(path: Path) -> dict:
     if not path.exists():
         raise ModelLoadError(f"model path {str(path)!r} does not exist.")
     if path.is_file():
-        if path.suffix == ".gguf":
-            raise UnsupportedError("GGUF models are not supported by this build of dllm yet.")
+        if path.suffix == ".gguf":   # load_model reads these itself; read_config has no config.json to give
+            raise UnsupportedError("a GGUF file has no config.json; load it with load_model or LLM.")
         raise ModelLoadError(f"{str(path)!r} is a file; give the checkpoint directory that holds config.json.")
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
@@ -117,6 +118,10 @@ def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, Mo
     from safetensors import safe_open
 
     path = Path(path)
+    if path.suffix == ".gguf" and path.is_file():   # llama.cpp's single-file format (models/gguf.py)
+        from dllm.models.gguf import load_gguf_model
+
+        return load_gguf_model(path, device, dtype)
     args = args_from_config(read_config(path))
     files = weight_files(path)
     with torch.device("meta"):
@@ -132,6 +137,8 @@ def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, Mo
                     if name is None or name not in params:
                         if _IGNORED.match(key):
                             continue
+                        if args.causal and args.tie_embeddings and key == "lm_head.weight":
+                            continue   # some tied Llama/Qwen2 exports also save the head: it is the embedding
                         raise ModelLoadError(
                             f"{file.name} holds tensor {key!r}, which is not a weight of a {args.family} model "
                             "with this config.json.")

@@ -87,8 +87,13 @@ class Attention(nn.Module):
         if cache is not None:   # write this window's k/v in place, attend over every cached column
             k, v = cache.update(self.layer, k, v)
         if a.causal:
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            mask = causal if mask is None else mask & causal
+            # query i sits at key column start + i (start = the cache's write column, 0 without a
+            # cache) and sees keys j <= start + i; skipped when that already admits every key
+            # (one new token attending a cache that ends at it: the decode step of the AR loop)
+            start, S = (cache.start if cache is not None else 0), k.shape[2]
+            if start + 1 < S:
+                causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=start)
+                mask = causal if mask is None else mask & causal
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=a.n_kv_heads != a.n_heads)
         return self.wo(o.transpose(1, 2).reshape(B, T, a.n_heads * hd))
 
@@ -135,7 +140,8 @@ class Transformer(nn.Module):
 
         cache: None (keys = these T rows) or a KVCache (engine/kv_cache.py) that receives
         these rows' keys/values at its `start` column and supplies all of its L columns.
-        attn_mask [B, keys] bool: False on padding, never attended.
+        attn_mask [B, keys] bool: False on padding, never attended; or [B, T, keys] bool, a full
+        per-query mask (the AR prefill, where a padding query must still see one key).
         Returns logits [B, Q, vocab] for the rows in query_slice (all rows when None): the LM
         head never runs on rows nobody reads. For shift_logits families (Dream) row i is scored
         by the hidden state at i-1 (row 0 by itself, as Dream does).
@@ -145,7 +151,7 @@ class Transformer(nn.Module):
         if a.input_emb_scale:
             h = h * (a.dim ** 0.5)
         cos, sin = self.rotary(positions, token_ids.shape[1] if cache is None else cache.length)
-        mask = None if attn_mask is None else attn_mask[:, None, None, :]
+        mask = None if attn_mask is None else attn_mask[:, None] if attn_mask.dim() == 3 else attn_mask[:, None, None, :]
         for layer in self.layers:
             h = layer(h, cos, sin, mask, cache)
         L = token_ids.shape[1]
