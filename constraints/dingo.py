@@ -64,7 +64,25 @@ class Lattice:
         flat = torch.arange(S * self.C, device=device)
         self.edge_code = (flat // self.C) * (self.C + 1) + flat % self.C     # backpointer code s * (C + 1) + c
         self.states = torch.arange(S + 1, device=device)
+        # the class edges grouped by target state (CSR, on the host): the backtrack reads only the
+        # edges into the state it is in
+        src = torch.arange(S).repeat_interleave(self.C)
+        cls = torch.arange(self.C).repeat(S)
+        t = dfa.trans.reshape(-1).cpu()
+        keep = t >= 0
+        order = torch.argsort(t[keep], stable=True)
+        self._in_src, self._in_cls = src[keep][order], cls[keep][order]
+        counts = torch.bincount(t[keep], minlength=S + 1)
+        self._in_off = [0] + torch.cumsum(counts, 0).tolist()
+        self._can_end_c = self.can_end.cpu()
         self.dfa = dfa
+
+    def _next_states(self, token: torch.Tensor) -> torch.Tensor:
+        """token [B] -> [B, S + 1] next state of every state on that token (dead -> S + 1)."""
+        B = token.shape[0]
+        S1 = self.S + 1
+        nxt = self.step_token(self.states.repeat(B), token.repeat_interleave(S1)).view(B, S1)
+        return torch.where(nxt < 0, S1, nxt)
 
     def step_token(self, state: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         """state [B] (E = S, dead = -1), token [B] -> next state [B]."""
@@ -92,51 +110,72 @@ class Lattice:
         stop_lp = logp[..., self.stop]                                       # [B, L, n_stop]
         eos_val, eos_arg = stop_lp.max(-1)
         eos_tok = self.stop[eos_arg]                                         # [B, L]
-        score = torch.full((B, S1), NEG, device=dev)
-        ok_start = start >= 0
-        score[ok_start, start[ok_start]] = 0.0
-        back = torch.empty((B, L, S1), dtype=torch.long, device=dev)        # masked: s * (C + 1) + c (c = C: end token)
-        rows = torch.arange(B, device=dev)
-        has_fixed = (~masked).any(0).tolist()                               # one host sync per call
-        tgt = self.edge_tgt.expand(B, -1)
-        for i in range(L):
-            m_score = m_back = None
-            if not has_fixed[i] or bool(masked[:, i].any()):
-                # masked slot: every class edge s -c-> t from live states, plus end tokens into E
-                cand = (score[:, :self.S, None] + best[:, i, None, :]).reshape(B, -1)   # [B, S * C]
-                m_score = torch.full((B, S1 + 2), NEG, device=dev).scatter_reduce_(1, tgt, cand, reduce="amax")
-                end_best, end_src = (torch.where(self.can_end, score, NEG) + eos_val[:, i, None]).max(1)
-                is_best = (cand == m_score.gather(1, tgt)) & (cand > NEG)
-                m_back = torch.full((B, S1 + 2), -1, dtype=torch.long, device=dev).scatter_reduce_(
-                    1, tgt, torch.where(is_best, self.edge_code, -1), reduce="amax")
-                use_end = (end_best >= m_score[:, self.E]) & (end_best > NEG)
-                m_score[:, self.E] = torch.maximum(m_score[:, self.E], end_best)
-                m_back[:, self.E] = torch.where(use_end, end_src * (C + 1) + C, m_back[:, self.E])
-                m_score, m_back = m_score[:, :S1], m_back[:, :S1]
-            if has_fixed[i]:
-                # committed slot: every state follows the slot's token
-                nxt = self.step_token(self.states.repeat(B), fixed[:, i].repeat_interleave(S1)).view(B, S1)
-                nxt = torch.where(nxt < 0, S1, nxt)
-                f_score = torch.full((B, S1 + 1), NEG, device=dev).scatter_reduce_(1, nxt, score, reduce="amax")
-                f_is = (score == f_score.gather(1, nxt)) & (score > NEG)
-                f_back = torch.full((B, S1 + 1), -1, dtype=torch.long, device=dev).scatter_reduce_(
-                    1, nxt, torch.where(f_is, self.states * (C + 1), -1), reduce="amax")
-                f_score, f_back = f_score[:, :S1], f_back[:, :S1]
-                if m_score is None:
-                    score, back[:, i] = f_score, f_back
-                    continue
-                m = masked[:, i, None]
-                score, back[:, i] = torch.where(m, m_score, f_score), torch.where(m, m_back, f_back)
-            else:
-                score, back[:, i] = m_score, m_back
-        final = torch.where(feasible, score, NEG)
-        best_end, state = final.max(1)
-        ok = best_end > NEG
-        state = torch.where(ok, state, 0)
-        cls = torch.empty((B, L), dtype=torch.long, device=dev)
-        for i in range(L - 1, -1, -1):                                       # backtrack: class per slot
-            code = back[rows, i, state].clamp(min=0)
-            state, cls[:, i] = code // (C + 1), code % (C + 1)
+        # the DP is many small tensor ops: on the CPU one thread runs them fastest (a parallel
+        # region per 10^4-element op costs more than the op, and far more on a loaded machine)
+        threads = torch.get_num_threads()
+        if dev.type == "cpu" and threads > 1:
+            torch.set_num_threads(1)
+        try:
+            cls = self._viterbi(best, eos_val, fixed, masked, start, feasible)
+        finally:
+            torch.set_num_threads(threads)
+        ok = cls[:, 0] >= 0
+        cls = cls.clamp(min=0)
         is_end = cls == C
         t = torch.where(is_end, eos_tok, best_in_class(logp, self.token_class, cls.clamp(max=C - 1)))
         return torch.where(masked & ok[:, None], t, fixed), ok
+
+    def _viterbi(self, best, eos_val, fixed, masked, start, feasible) -> torch.Tensor:
+        """-> cls [B, L]: the witness's class per slot (C = end token); all -1 for rows without one."""
+        B, L, C = best.shape
+        S1, dev = self.S + 1, best.device
+        score = torch.full((B, S1), NEG, device=dev)
+        ok_start = start >= 0
+        score[ok_start, start[ok_start]] = 0.0
+        hist = torch.empty((L, B, S1), device=dev)                           # score before slot i
+        has_fixed = (~masked).any(0).tolist()                               # one host sync per call
+        tgt = self.edge_tgt.expand(B, -1)
+        for i in range(L):
+            hist[i] = score
+            m_score = None
+            if not has_fixed[i] or bool(masked[:, i].any()):
+                # masked slot: best over class edges s -c-> t, and end tokens into E
+                cand = (score[:, :self.S, None] + best[:, i, None, :]).reshape(B, -1)   # [B, S * C]
+                m_score = torch.full((B, S1 + 2), NEG, device=dev).scatter_reduce_(1, tgt, cand, reduce="amax")
+                end_best = (torch.where(self.can_end, score, NEG) + eos_val[:, i, None]).max(1).values
+                m_score[:, self.E] = torch.maximum(m_score[:, self.E], end_best)
+                m_score = m_score[:, :S1]
+            if has_fixed[i]:
+                # committed slot: every state follows the slot's token
+                nxt = self._next_states(fixed[:, i])
+                f_score = torch.full((B, S1 + 1), NEG, device=dev).scatter_reduce_(1, nxt, score, reduce="amax")[:, :S1]
+                score = f_score if m_score is None else torch.where(masked[:, i, None], m_score, f_score)
+            else:
+                score = m_score
+        final = torch.where(feasible, score, NEG)
+        best_end, state = final.max(1)
+        ok = best_end > NEG
+        # backtrack on the host, per row: recompute only the edges into the chosen state
+        cls = torch.full((B, L), C, dtype=torch.long)
+        hist_c, best_c, eos_c = hist.cpu(), best.cpu(), eos_val.cpu()
+        masked_c, fixed_c, states_c = masked.cpu(), fixed.cpu(), state.cpu()
+        for b in range(B):
+            if not ok[b]:
+                continue
+            t = int(states_c[b])
+            for i in range(L - 1, -1, -1):
+                prev = hist_c[i, b]
+                if masked_c[b, i]:
+                    if t == self.E:   # only end tokens enter E
+                        src = torch.where(self._can_end_c, prev, NEG)
+                        t = int((src + eos_c[b, i]).argmax())
+                        continue
+                    lo, hi = self._in_off[t], self._in_off[t + 1]
+                    e_src, e_cls = self._in_src[lo:hi], self._in_cls[lo:hi]
+                    k = int((prev[e_src] + best_c[b, i, e_cls]).argmax())
+                    cls[b, i], t = e_cls[k], int(e_src[k])
+                else:
+                    nxt = self._next_states(fixed[b:b + 1, i])[0].cpu()
+                    t = int(torch.where(nxt == t, prev, NEG).argmax())
+        cls[~ok.cpu()] = -1
+        return cls.to(dev)
