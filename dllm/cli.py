@@ -54,6 +54,10 @@ _HELP = {
     "early_commit_thresholds": "early_commit scheduler: gap thresholds for the early, middle and late phase",
     "filter_path": "learned_filter scheduler: the filter file (default: MODEL/learned_filter.safetensors)",
     "filter_threshold": "learned_filter scheduler: acceptance probability",
+    "draft_model": "apd scheduler: a small autoregressive model (same tokenizer) that checks the drafts",
+    "apd_r": "apd scheduler: weight R of the target p_dLLM^R * p_AR^(1-R), in [0, 1]",
+    "apd_window": "apd scheduler: masked slots the diffusion model sees after the committed answer",
+    "apd_max_draft": "apd scheduler: most tokens drafted (and accepted) per step",
     "eot_prediction": "end-of-text prediction: once an end token is committed, the rest of the answer is end tokens",
 }
 _SCALARS = {"int": int, "float": float, "str": str}

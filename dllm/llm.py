@@ -168,6 +168,7 @@ class LLM:
         ids = [self._encode(p, apply_chat_template) for p in prompts]
         answers = [self._template(p, params.max_new_tokens) for p in prompts]
         templated = any(a is not None for a in answers)
+        draft = self._apd_draft(params, templated) if params.scheduler == "apd" else None
         dfa = self._compile(params, templated)
         longest = max(len(i) for i in ids)
         if longest + params.max_new_tokens > self.args.max_seq_len:
@@ -192,12 +193,38 @@ class LLM:
                     raise ConstraintError(f"no answer of at most {params.max_new_tokens} tokens satisfies the "
                                           "constraint; allow more tokens or relax the constraint.")
             rows = ar_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id, token_mask_fn=mask_fn)
+        elif draft is not None:   # APD: a second, autoregressive model checks the drafts (engine/apd.py)
+            from dllm.engine.apd import apd_generate
+
+            rows = apd_generate(self.model, self.args, draft, ids, params, self.stop_ids, self.pad_id)
         else:
             rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
                                       model_path=str(self.path), on_step=on_step, dfa=dfa,
                                       answers=answers if templated else None)
         elapsed = time.perf_counter() - t0
         return [self._output(p, r, params, elapsed) for p, r in zip(ids, rows)]
+
+    def _apd_draft(self, params, templated: bool) -> "LLM":
+        """APD's autoregressive checker for params.draft_model: loaded once per path, kept on this LLM."""
+        from dllm.errors import InvalidParamsError, UnsupportedError
+
+        if self.args.causal:
+            raise UnsupportedError("scheduler 'apd' decodes a diffusion model with an autoregressive draft "
+                                   "checker; this model is itself autoregressive.")
+        if templated or params.regex is not None or params.json_schema is not None or params.grammar:
+            raise UnsupportedError("constraints and templates are not supported with scheduler 'apd'.")
+        drafts = self.__dict__.setdefault("_apd_drafts", {})
+        key = str(Path(params.draft_model).resolve())
+        if key not in drafts:
+            draft = LLM(params.draft_model, device=self.device, dtype=self.dtype)
+            if not draft.args.causal:
+                raise InvalidParamsError(f"draft_model {params.draft_model!r} is a diffusion model; "
+                                         "APD needs an autoregressive one.")
+            if not _same_vocab(self.tokenizer, draft.tokenizer):
+                raise InvalidParamsError(f"draft_model {params.draft_model!r} does not use this model's "
+                                         "tokenizer; APD needs both models to share one vocabulary.")
+            drafts[key] = draft
+        return drafts[key]
 
     def _output(self, prompt_ids, row, params, elapsed) -> RequestOutput:
         answer, reason = row.answer, "length"
@@ -221,6 +248,18 @@ class LLM:
             trace=row.trace, cache_bytes=row.cache_bytes)
         return RequestOutput(text=text, token_ids=answer, prompt_token_ids=list(prompt_ids), stats=stats,
                              finish_reason=reason)
+
+
+def _same_vocab(a, b) -> bool:
+    """Both tokenizers present, the same regular (non-added) vocabulary, and every added token
+    that both define at the same id (e.g. Dream adds its mask token to Qwen2's vocabulary)."""
+    if a is None or b is None:
+        return False
+    if a._tok.get_vocab(with_added_tokens=False) != b._tok.get_vocab(with_added_tokens=False):
+        return False
+    va, vb = a._tok.get_vocab(with_added_tokens=True), b._tok.get_vocab(with_added_tokens=True)
+    ta, tb = {i: t for t, i in va.items()}, {i: t for t, i in vb.items()}
+    return all(va[t] == vb[t] for t in va.keys() & vb.keys()) and all(ta[i] == tb[i] for i in ta.keys() & tb.keys())
 
 
 def _key(params: SamplingParams) -> str:

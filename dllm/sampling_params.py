@@ -56,6 +56,14 @@ class SamplingParams:
     # model directory's learned_filter.safetensors) and its acceptance probability
     filter_path: Optional[str] = None
     filter_threshold: float = 0.96
+    # apd (adaptive parallel decoding, arXiv 2506.00413; the loop is dllm/engine/apd.py): a small
+    # autoregressive `draft_model` (same tokenizer) checks the diffusion model's drafts; the target
+    # is q ∝ p_dLLM^apd_r · p_AR^(1 - apd_r); the diffusion forward sees `apd_window` masked slots
+    # after the committed answer and drafts up to `apd_max_draft` of them per step
+    draft_model: Optional[str] = None
+    apd_r: float = 0.7
+    apd_window: int = 16
+    apd_max_draft: int = 16
     # end-of-text prediction: once a stop token is committed, every later answer slot is EOS
     eot_prediction: bool = False
     # KV cache (Fast-dLLM): "prefix" | "dual" reuse keys/values within a block; refreshed by a
@@ -126,8 +134,8 @@ class SamplingParams:
                 bad(f"{name} must be a number >= 0, got {v!r}.")
         if not isinstance(self.credit_beta, (int, float)) or not 0 <= self.credit_beta <= 1:
             bad(f"credit_beta must be in [0, 1], got {self.credit_beta!r}.")
-        if self.early_commit_base not in SCHEDULERS or self.early_commit_base == "early_commit":
-            bad(f"early_commit_base must be another scheduler ({', '.join(sorted(set(SCHEDULERS) - {'early_commit'}))}), "
+        if self.early_commit_base not in SCHEDULERS or self.early_commit_base in ("early_commit", "apd"):
+            bad(f"early_commit_base must be another scheduler ({', '.join(sorted(set(SCHEDULERS) - {'early_commit', 'apd'}))}), "
                 f"got {self.early_commit_base!r}.")
         if self.early_commit_positions is not None:
             pos = self.early_commit_positions
@@ -145,6 +153,16 @@ class SamplingParams:
             object.__setattr__(self, "filter_path", str(self.filter_path))
         if not isinstance(self.filter_threshold, (int, float)) or not 0 <= self.filter_threshold <= 1:
             bad(f"filter_threshold must be in [0, 1], got {self.filter_threshold!r}.")
+        if self.draft_model is not None and not isinstance(self.draft_model, str):
+            object.__setattr__(self, "draft_model", str(self.draft_model))
+        if self.scheduler == "apd" and not self.draft_model:
+            bad("scheduler 'apd' needs draft_model, the path of a small autoregressive model with the same tokenizer.")
+        if not isinstance(self.apd_r, (int, float)) or isinstance(self.apd_r, bool) or not 0 <= self.apd_r <= 1:
+            bad(f"apd_r must be in [0, 1], got {self.apd_r!r}.")
+        for name in ("apd_window", "apd_max_draft"):
+            v = getattr(self, name)
+            if not _is_int(v) or v <= 0:
+                bad(f"{name} must be a positive integer, got {v!r}.")
         if self.cache not in CACHES:
             bad(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}.")
         for name in ("refresh_every", "refresh_window"):

@@ -15,6 +15,7 @@ SCHEDULERS = {
     "early_commit": "dllm.schedulers.early_commit:EarlyCommit",
     "learned_filter": "dllm.schedulers.learned_filter:LearnedFilter",
     "ltr": "dllm.schedulers.ltr:LeftToRight",
+    "apd": "dllm.schedulers.apd:APD",
 }
 
 
