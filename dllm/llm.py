@@ -141,7 +141,8 @@ class LLM:
                  on_step=None):
         """prompts: a string, a dict, or a list of them -> one RequestOutput per prompt, in order.
 
-        on_step: for tools (e.g. train-filter), called with every engine step (schedulers.base.Step).
+        on_step: for tools (e.g. train-filter), called with every engine step (schedulers.base.Step);
+        for autoregressive models on_step(i, tokens [B], done [B]) after every token (streaming).
         """
         from dllm.engine.diffusion import diffusion_generate
 
@@ -192,7 +193,8 @@ class LLM:
 
                     raise ConstraintError(f"no answer of at most {params.max_new_tokens} tokens satisfies the "
                                           "constraint; allow more tokens or relax the constraint.")
-            rows = ar_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id, token_mask_fn=mask_fn)
+            rows = ar_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id, token_mask_fn=mask_fn,
+                               on_token=on_step)
         elif draft is not None:   # APD: a second, autoregressive model checks the drafts (engine/apd.py)
             from dllm.engine.apd import apd_generate
 

@@ -530,3 +530,21 @@ def test_smollm2_greedy_equals_transformers(smol):
                               eos_token_id=sorted(smol.stop_ids), pad_token_id=smol.pad_id)[0, ids.shape[1]:].tolist()
         ref = ref[:next((i for i, t in enumerate(ref) if t in smol.stop_ids), len(ref))]
         assert o.token_ids == ref, (q, o.text, hf_tok.decode(ref))
+
+
+def test_cli_stream_prints_the_answer_as_it_comes(llms, capsys):
+    from dllm.cli import _Stream
+
+    llm = llms["llama"]
+    seen = []
+    stream = _Stream(llm)
+
+    def on_token(i, tokens, done):
+        stream(i, tokens, done)
+        seen.append(capsys.readouterr().out)
+
+    out = llm.generate("hi", SamplingParams(max_new_tokens=10), on_step=on_token)[0]
+    stream.finish(out.text)
+    printed = "".join(seen) + capsys.readouterr().out
+    assert printed == out.text + "\n"
+    assert sum(1 for s in seen if s) >= 2          # it really arrived in pieces
