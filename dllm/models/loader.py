@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from dllm.errors import ModelLoadError, UnsupportedError
-from dllm.models.config import ModelArgs, args_from_config
+from dllm.models.config import FAMILIES, ModelArgs, args_from_config
 from dllm.models.transformer import Transformer
 
 # checkpoint name -> dllm name, per family; {i} is the layer index
@@ -114,6 +114,11 @@ def weight_files(path: Path) -> list[Path]:
     raise ModelLoadError(f"{str(path)!r} has no *.safetensors weight files.")
 
 
+def is_causal_lm(cfg: dict) -> bool:
+    """config.json names a Hugging Face causal-LM class (architectures ...ForCausalLM / ...LMHeadModel)."""
+    return any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in cfg.get("architectures") or [])
+
+
 def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, ModelArgs]:
     from safetensors import safe_open
 
@@ -122,7 +127,13 @@ def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, Mo
         from dllm.models.gguf import load_gguf_model
 
         return load_gguf_model(path, device, dtype)
-    args = args_from_config(read_config(path))
+    cfg = read_config(path)
+    if str(cfg.get("model_type", "")).lower() not in FAMILIES and is_causal_lm(cfg):
+        weight_files(path)   # safetensors only: refuses pickle-only directories like every other load
+        from dllm.models.hf_fallback import load_hf_causal
+
+        return load_hf_causal(path, cfg, device, dtype)
+    args = args_from_config(cfg)
     files = weight_files(path)
     with torch.device("meta"):
         model = Transformer(args)

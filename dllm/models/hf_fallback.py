@@ -1,0 +1,69 @@
+"""Autoregressive architectures dllm's own transformer does not implement (GPT-2, Phi, Gemma, ...)
+run through transformers' AutoModelForCausalLM, from local safetensors files only: no download,
+no trust_remote_code, no pickle.
+
+HFCausal adapts the Hugging Face model to dllm's forward signature, so the autoregressive loop
+(engine/autoregressive.py: sampling, stop tokens, batches, constraint masks, streaming) is the
+same for every causal model. The keys/values live in transformers' own cache object; the dllm
+KVCache the loop passes only says where the window starts (start == 0: a new prefill).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dllm.errors import ModelLoadError
+from dllm.models.config import ModelArgs
+
+
+class HFCausal(nn.Module):
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+        self.past = None
+
+    @torch.no_grad()
+    def forward(self, token_ids, positions, cache=None, query_slice=None, attn_mask=None):
+        """token_ids, positions [B, T] -> logits [B, Q, V]. attn_mask: None, [B, T, T] (prefill:
+        causal & key valid) or [B, keys] (decode: key valid)."""
+        from transformers import DynamicCache
+
+        B, T = token_ids.shape
+        start = 0 if cache is None else cache.start
+        if start == 0:
+            self.past = DynamicCache()
+        if attn_mask is None:
+            keys = torch.ones(B, start + T, dtype=torch.long, device=token_ids.device)
+        elif attn_mask.dim() == 3:
+            keys = attn_mask[:, -1, :].long()          # the last query sees every valid key
+        else:
+            keys = attn_mask.long()
+        out = self.hf(input_ids=token_ids, attention_mask=keys, position_ids=positions,
+                      past_key_values=self.past, use_cache=True)
+        self.past = out.past_key_values
+        logits = out.logits
+        return logits if query_slice is None else logits[:, query_slice]
+
+
+def load_hf_causal(path, cfg: dict, device, dtype) -> tuple[HFCausal, ModelArgs]:
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        raise ModelLoadError(
+            f"model_type {cfg.get('model_type')!r} is loaded through transformers, which is not installed "
+            "(pip install transformers).") from None
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
+                                                  use_safetensors=True, dtype=dtype)
+    except Exception as e:   # transformers raises many types for a model it cannot build
+        raise ModelLoadError(f"transformers could not load {str(path)!r} offline: {str(e).splitlines()[0]}") from None
+    hf = hf.to(device).eval()
+    c = hf.config
+    eos = c.eos_token_id
+    args = ModelArgs(
+        family=f"hf-{c.model_type}", vocab_size=int(hf.get_output_embeddings().weight.shape[0]), dim=1,
+        n_layers=0, n_heads=1, n_kv_heads=1, intermediate_size=1, norm_eps=0.0, rope_theta=0.0,
+        max_seq_len=int(getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", 2048)),
+        mask_token_id=-1, eos_token_ids=tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (int(eos),)),
+        pad_token_id=c.pad_token_id, causal=True)
+    return HFCausal(hf), args
