@@ -128,6 +128,10 @@ class LLM:
             from dllm.constraints.json_schema import schema_to_regex
 
             pattern = schema_to_regex(params.json_schema)
+        if params.grammar is not None:
+            from dllm.constraints.grammar import grammar_to_regex
+
+            pattern = grammar_to_regex(params.grammar)
         if pattern is None and not templated:
             return None
         if self.tokenizer is None:

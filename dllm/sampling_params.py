@@ -183,8 +183,14 @@ class SamplingParams:
             from dllm.constraints.json_schema import schema_to_regex
 
             schema_to_regex(self.json_schema)   # raises ConstraintError for what it cannot express
-        if self.grammar is not None and not isinstance(self.grammar, str):
-            bad(f"grammar must be Lark grammar text, got {type(self.grammar).__name__}.")
+        if self.grammar is not None:
+            if not isinstance(self.grammar, str):
+                bad(f"grammar must be Lark grammar text, got {type(self.grammar).__name__}.")
+            if self.regex is not None or self.json_schema is not None:
+                bad("give one of regex, json_schema and grammar, not several.")
+            from dllm.constraints.grammar import grammar_to_regex
+
+            grammar_to_regex(self.grammar)   # raises ConstraintError for a grammar that does not compile
         if not all(isinstance(s, str) and s for s in self.stop):
             bad("stop must be a list of non-empty strings.")
 

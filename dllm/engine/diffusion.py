@@ -14,7 +14,7 @@ import torch
 from dllm.engine.canvas import Canvas
 from dllm.engine.kv_cache import BlockRunner
 from dllm.engine.scoring import propose
-from dllm.errors import ConstraintError, UnsupportedError
+from dllm.errors import ConstraintError
 from dllm.models.config import ModelArgs
 from dllm.schedulers import get_scheduler
 from dllm.schedulers.base import Step
@@ -53,8 +53,6 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     """dfa: the compiled constraint (constraints/regex.py TokenDFA) or None; answers: per-row
     initial answer slots (templates) or None. on_step(step: Step): called after each step's
     selection (tools such as train-filter)."""
-    if params.grammar:
-        raise UnsupportedError("grammar constraints are not available in this build of dllm yet; use regex or json_schema.")
     device = next(model.parameters()).device
     mask_id = args.mask_token_id
     canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device, answers)

@@ -1,0 +1,101 @@
+"""Lark grammar -> regular expression (a sound, depth-bounded approximation of the CFG).
+
+The grammar is compiled by lark; its BNF rules (after lark's EBNF expansion) are turned into
+one regex over characters:
+  terminal T        -> (?:IGNORE)*(?:T's regex)        IGNORE = the %ignore terminals
+  rule R            -> alternation of its expansions, each the concatenation of its symbols
+  R: A | R B        -> (?:A)(?:B)*                      left recursion (lark's x* / x+ helpers)
+  R: A | B R        -> (?:B)*(?:A)                      right recursion
+  other recursion   -> unrolled up to `depth` nested uses of the rule (deeper branches dropped)
+and the whole answer is start's regex followed by (?:IGNORE)*. Every string of the regex is in
+the grammar's language (as a CFG over characters whose terminals are regexes, i.e. what lark's
+Earley parser with lexer="dynamic_complete" accepts); strings that need more nesting than
+`depth` are not produced. The regex then goes through the same token DFA and DINGO dynamic
+program as any regex, so templates (infilling) and every scheduler work unchanged.
+
+This is not the CFG-intersection check of constrained-diffusion (arXiv 2508.10111): that
+handles unbounded nesting; this bounds it and reuses the regular machinery.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from dllm.errors import ConstraintError
+
+DEPTH = 3
+
+
+@lru_cache(maxsize=64)
+def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH) -> str:
+    try:
+        from lark import Lark
+        from lark.exceptions import LarkError
+    except ImportError:   # pragma: no cover - lark is a dependency
+        raise ConstraintError("grammar constraints need the lark package (pip install lark).") from None
+    try:
+        parser = Lark(grammar, start=start, parser="earley", lexer="dynamic_complete")
+    except LarkError as e:
+        raise ConstraintError(f"the grammar does not compile: {' '.join(str(e).split())[:300]}") from None
+    except Exception as e:   # lark raises plain exceptions for some malformed grammars
+        raise ConstraintError(f"the grammar does not compile: {' '.join(str(e).split())[:300]}") from None
+    terminals = {}
+    for t in parser.terminals:
+        if t.pattern.flags:
+            raise ConstraintError(f"terminal {t.name} uses regex flags {sorted(t.pattern.flags)}, which grammar "
+                                  "constraints do not support.")
+        terminals[t.name] = t.pattern.to_regexp()
+    ignore = "|".join(f"(?:{terminals[n]})" for n in parser.ignore_tokens)
+    skip = f"(?:{ignore})*" if ignore else ""
+    rules: dict[str, list[list]] = {}
+    for r in parser.rules:
+        rules.setdefault(r.origin.name, []).append(list(r.expansion))
+    if start not in rules:
+        raise ConstraintError(f"the grammar has no {start!r} rule.")
+
+    def symbol(sym, stack):
+        if sym.is_term:
+            return f"{skip}(?:{terminals[sym.name]})"
+        return rule(sym.name, stack)
+
+    def seq(symbols, stack):
+        parts = []
+        for s in symbols:
+            x = symbol(s, stack)
+            if x is None:
+                return None
+            parts.append(x)
+        return "".join(parts)
+
+    def alt(options):
+        options = [o for o in options if o is not None]
+        if not options:
+            return None
+        return options[0] if len(options) == 1 else "(?:" + "|".join(options) + ")"
+
+    def uses(name, exps):
+        return any(not s.is_term and s.name == name for e in exps for s in e)
+
+    def rule(name, stack):
+        exps = rules[name]
+        left = [e[1:] for e in exps if e and not e[0].is_term and e[0].name == name]
+        right = [e[:-1] for e in exps if e and not e[-1].is_term and e[-1].name == name and not
+                 (not e[0].is_term and e[0].name == name)]
+        inner = stack + (name,)
+        if left and not right:
+            base = [e for e in exps if not (e and not e[0].is_term and e[0].name == name)]
+            if not uses(name, base) and not uses(name, left):
+                b, r = alt(seq(e, inner) for e in base), alt(seq(e, inner) for e in left)
+                return None if b is None else (b if r is None else f"(?:{b})(?:{r})*")
+        if right and not left:
+            base = [e for e in exps if not (e and not e[-1].is_term and e[-1].name == name)]
+            if not uses(name, base) and not uses(name, right):
+                b, r = alt(seq(e, inner) for e in base), alt(seq(e, inner) for e in right)
+                return None if b is None else (b if r is None else f"(?:{r})*(?:{b})")
+        if stack.count(name) >= depth:
+            return None
+        return alt(seq(e, inner) for e in exps)
+
+    body = rule(start, ())
+    if body is None:
+        raise ConstraintError(f"the grammar derives no string within {depth} levels of nesting.")
+    return body + skip
