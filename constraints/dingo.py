@@ -61,8 +61,6 @@ class Lattice:
         tgt = self.trans.clone()
         tgt[tgt < 0] = S + 1
         self.edge_tgt = tgt.reshape(-1)                      # [S * C]
-        flat = torch.arange(S * self.C, device=device)
-        self.edge_code = (flat // self.C) * (self.C + 1) + flat % self.C     # backpointer code s * (C + 1) + c
         self.states = torch.arange(S + 1, device=device)
         # the class edges grouped by target state (CSR, on the host): the backtrack reads only the
         # edges into the state it is in
@@ -75,9 +73,8 @@ class Lattice:
         counts = torch.bincount(t[keep], minlength=S + 1)
         self._in_off = [0] + torch.cumsum(counts, 0).tolist()
         self._can_end_c = self.can_end.cpu()
-        self.dfa = dfa
 
-    def _next_states(self, token: torch.Tensor) -> torch.Tensor:
+    def next_states(self, token: torch.Tensor) -> torch.Tensor:
         """token [B] -> [B, S + 1] next state of every state on that token (dead -> S + 1)."""
         B = token.shape[0]
         S1 = self.S + 1
@@ -147,7 +144,7 @@ class Lattice:
                 m_score = m_score[:, :S1]
             if has_fixed[i]:
                 # committed slot: every state follows the slot's token
-                nxt = self._next_states(fixed[:, i])
+                nxt = self.next_states(fixed[:, i])
                 f_score = torch.full((B, S1 + 1), NEG, device=dev).scatter_reduce_(1, nxt, score, reduce="amax")[:, :S1]
                 score = f_score if m_score is None else torch.where(masked[:, i, None], m_score, f_score)
             else:
@@ -175,7 +172,7 @@ class Lattice:
                     k = int((prev[e_src] + best_c[b, i, e_cls]).argmax())
                     cls[b, i], t = e_cls[k], int(e_src[k])
                 else:
-                    nxt = self._next_states(fixed[b:b + 1, i])[0].cpu()
+                    nxt = self.next_states(fixed[b:b + 1, i])[0].cpu()
                     t = int(torch.where(nxt == t, prev, NEG).argmax())
         cls[~ok.cpu()] = -1
         return cls.to(dev)

@@ -43,17 +43,18 @@ class ConstrainedRows:
         fixed = tail != self.mask_id
         if not bool(fixed.any()):                 # only free slots: the shortest distance decides
             return lat.feasible_free(tail.shape[1]).expand(B, -1)
+        S1 = lat.S + 1
+        live = lat.trans >= 0                                                    # [S, C]
+        nxt = torch.where(live, lat.trans, 0)
+        no_end = torch.zeros(B, 1, dtype=torch.bool, device=x.device)
         feas = lat.accept.expand(B, -1).clone()
-        states = torch.arange(lat.S + 1, device=x.device)
         for c in range(tail.shape[1] - 1, -1, -1):
             # free slot: some class edge or an end token leads into a feasible state
-            nxt = torch.where(lat.trans >= 0, lat.trans, 0)                     # [S, C]
-            via_class = (feas[:, nxt] & (lat.trans >= 0)).any(-1)               # [B, S]
-            via_end = lat.can_end & feas[:, lat.E:lat.E + 1]                     # [B, S + 1]
-            free = torch.cat([via_class, torch.zeros(B, 1, dtype=torch.bool, device=x.device)], 1) | via_end
-            # fixed slot: its own token
-            step = lat.step_token(states.repeat(B), tail[:, c].repeat_interleave(lat.S + 1)).view(B, -1)
-            fix = torch.where(step >= 0, feas.gather(1, step.clamp(min=0)), False)
+            via_class = (feas[:, nxt] & live).any(-1)                            # [B, S]
+            free = torch.cat([via_class, no_end], 1) | (lat.can_end & feas[:, lat.E:lat.E + 1])
+            # fixed slot: its own token (next_states marks dead as S + 1)
+            step = lat.next_states(tail[:, c])                                   # [B, S + 1]
+            fix = torch.where(step < S1, feas.gather(1, step.clamp(max=S1 - 1)), False)
             feas = torch.where(fixed[:, c, None], fix, free)
         return feas
 
