@@ -33,19 +33,20 @@ def test_filter_beats_threshold_on_synthetic_traces():
 
 def test_train_filter_cli_end_to_end(tmp_path):
     model = tmp_path / "m"
-    write_llada(model, tokenizer=False, n_kv_heads=2)
+    write_llada(model, tokenizer=False, n_kv_heads=2, shards=1)
+    (model / "model.safetensors.index.json").unlink()   # one unindexed weight file, like models/dllm-tiny
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join('{"prompt_token_ids": [%d, %d, %d]}' % (i, i + 1, i + 2) for i in range(1, 7)))
-    out = tmp_path / "f.safetensors"
+    out = model / "learned_filter.safetensors"     # the default: beside the weights
     r = subprocess.run([sys.executable, "-m", "dllm.cli", "train-filter", "--model", str(model), "--prompts",
-                        str(prompts), "--block-length", "4", "--max-new-tokens", "8", "--epochs", "5",
-                        "--output", str(out)], capture_output=True, text=True)
+                        str(prompts), "--block-length", "4", "--max-new-tokens", "8", "--epochs", "5"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out) and out.is_file()
     assert "threshold_0.9" in r.stderr and "filter" in r.stderr
-    llm = LLM(model)
+    llm = LLM(model)                               # the loader skips the filter file; the scheduler finds it
     res = llm.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(
-        max_new_tokens=8, block_length=4, scheduler="learned_filter", filter_path=str(out), filter_threshold=0.0))[0]
+        max_new_tokens=8, block_length=4, scheduler="learned_filter", filter_threshold=0.0))[0]
     assert res.stats.nfe == 2          # threshold 0: the filter accepts every slot, one forward per block
 
 

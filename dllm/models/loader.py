@@ -92,6 +92,11 @@ def read_config(path: Path) -> dict:
     return cfg
 
 
+# safetensors files that dllm's tools save into a checkpoint directory and that hold no model
+# weights (schedulers/learned_filter.py FILTER_FILE: the `dllm train-filter` MLP)
+SIDE_FILES = frozenset({"learned_filter.safetensors"})
+
+
 def weight_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
@@ -104,7 +109,7 @@ def weight_files(path: Path) -> list[Path]:
         if missing:
             raise ModelLoadError(f"the checkpoint index names shard {missing[0]!r}, which is not in {str(path)!r}.")
         return files
-    files = sorted(path.glob("*.safetensors"))
+    files = sorted(f for f in path.glob("*.safetensors") if f.name not in SIDE_FILES)
     if files:
         return files
     if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pth")):
