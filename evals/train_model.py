@@ -19,6 +19,7 @@ import platform
 import random
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 EOS, USER, ASSISTANT, MASK = "<|endoftext|>", "<|user|>", "<|assistant|>", "<|mdm_mask|>"
@@ -30,24 +31,43 @@ CHAT_TEMPLATE = ("{%- for m in messages -%}"
                  "{%- if add_generation_prompt -%}{{ '<|assistant|>\\n' }}{%- endif -%}")
 # share of the pool per task; list tasks draw n uniformly from LIST_N. copy/reverse/sort (n = 5) are
 # the quality targets, sort (ranking 36 last names) the hardest, so it gets the largest share.
-MIX = {"copy": 0.12, "reverse": 0.18, "sort": 0.25, "shuffle": 0.03, "insert_index": 0.03,
-       "remove_index": 0.03, "replace_index": 0.03, "insert_random": 0.03, "remove_random": 0.03,
-       "replace_random": 0.03, "json_fill": 0.05, "date": 0.03, "number": 0.03, "latin_square": 0.04,
-       "sudoku": 0.04, "words_to_sentence": 0.05}
+MIX = {"copy": 0.12, "reverse": 0.18, "sort": 0.31, "shuffle": 0.02, "insert_index": 0.02,
+       "remove_index": 0.02, "replace_index": 0.02, "insert_random": 0.02, "remove_random": 0.02,
+       "replace_random": 0.02, "json_fill": 0.08, "date": 0.03, "number": 0.03, "latin_square": 0.03,
+       "sudoku": 0.03, "words_to_sentence": 0.05}
 LIST_N, WORDS_N = range(3, 8), range(1, 9)
 MAX_EXTRA_EOS, EPS = 16, 1e-3
 
 
-def make_pool(size: int, seed: int) -> list[tuple[str, str]]:
-    """(prompt, reference) pairs, deterministic in (size, seed), shuffled."""
-    from dllm.evals.tasks import LIST_TASKS, make_examples
+def _chunk(job):
+    """Worker: examples [lo, hi) of (task, n) in the train split, as (prompt, reference) pairs."""
+    from dllm.evals.tasks import get_task
+    from dllm.evals.tasks.base import example_rng
+    name, n, seed, lo, hi = job
+    t = get_task(name)
+    n = t.default_n if n is None else n
+    return [(e.prompt, e.reference) for e in (t.example(n, example_rng(name, n, seed, i, "train")) for i in range(lo, hi))]
 
-    pool = []
-    for task, share in MIX.items():
-        ns = LIST_N if task in LIST_TASKS else WORDS_N if task == "words_to_sentence" else [None]
-        per_n = max(1, round(size * share / len(ns)))
-        for n in ns:
-            pool += [(e.prompt, e.reference) for e in make_examples(task, n, per_n, seed, split="train")]
+
+def make_pool(size: int, seed: int, workers: int = 1, mix: dict | None = None,
+              list_n=LIST_N) -> list[tuple[str, str]]:
+    """(prompt, reference) pairs, deterministic in (size, seed, mix, list_n) whatever the worker count,
+    shuffled. mix: task -> share (default MIX); list tasks draw n from list_n (repeats weigh more)."""
+    from dllm.evals.tasks import LIST_TASKS
+
+    jobs = []
+    for task, share in (mix or MIX).items():
+        ns = list_n if task in LIST_TASKS else WORDS_N if task == "words_to_sentence" else [None]
+        for n, k in sorted(Counter(ns).items(), key=lambda nk: (nk[0] is None, nk[0])):
+            per_n = max(1, round(size * share * k / len(ns)))
+            jobs += [(task, n, seed, lo, min(per_n, lo + 20_000)) for lo in range(0, per_n, 20_000)]
+    if workers > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(workers) as ex:
+            parts = ex.map(_chunk, jobs)
+    else:
+        parts = list(map(_chunk, jobs))
+    pool = [pair for part in parts for pair in part]
     random.Random(seed).shuffle(pool)
     return pool
 
@@ -91,55 +111,81 @@ def hidden(model, ids, valid):
     ids, valid [B, T] -> h [B, T, dim]; padding keys (valid False) are never attended."""
     import torch
     T = ids.shape[1]
-    pos = torch.arange(T).expand_as(ids)                  # right padding: positions are 0..T-1
-    cos, sin = model.rotary(pos, T)                       # [B, 1, T, head_dim]
+    pos = torch.arange(T, device=ids.device).expand_as(ids)   # right padding: positions are 0..T-1
+    cos, sin = model.rotary(pos, T)                            # [B, 1, T, head_dim]
     h = model.tok_embeddings(ids)
     for layer in model.layers:
         h = layer(h, cos, sin, valid[:, None, None, :], None)
     return h
 
 
-def batches(pool, B: int, rng: random.Random):
-    """Endless index batches: shuffle, sort chunks of 64 batches by length in characters (little
-    padding), shuffle the batches."""
+def encode_pool(pool, tok, eos: int, device):
+    """Tokenize every pair once: ids [N, L] (prompt | answer | EOS padding), plen, alen [N] (alen
+    counts one EOS). Prompts go through the chat template exactly as inference renders them; the
+    first pairs are checked against Tokenizer.encode_chat."""
+    import torch
+    prompts = ["<|user|>\n" + p + "\n<|assistant|>\n" for p, _ in pool]
+    for (p, _), text in zip(pool[:32], prompts):
+        if tok.encode_chat([{"role": "user", "content": p}]) != tok.encode(text, add_special_tokens=False):
+            raise RuntimeError("the chat template and the training prompt format disagree")
+    P = [e.ids for e in tok._tok.encode_batch(prompts, add_special_tokens=False)]
+    A = [e.ids + [eos] for e in tok._tok.encode_batch([r for _, r in pool], add_special_tokens=False)]
+    plen, alen = torch.tensor([len(x) for x in P]), torch.tensor([len(x) for x in A])
+    lens = plen + alen                                                                  # [N]
+    flat = torch.tensor([t for p, a in zip(P, A) for t in p + a], dtype=torch.int32)    # [sum(lens)]
+    rows = torch.repeat_interleave(torch.arange(len(pool)), lens)
+    cols = torch.arange(len(flat)) - torch.repeat_interleave(lens.cumsum(0) - lens, lens)
+    ids = torch.full((len(pool), int(lens.max()) + MAX_EXTRA_EOS), eos, dtype=torch.int32)
+    ids[rows, cols] = flat
+    return ids.to(device), plen, alen
+
+
+def batches(lengths, B: int, rng: random.Random):
+    """Endless index batches: shuffle, sort chunks of 64 batches by length (little padding),
+    shuffle the batches."""
     while True:
-        order = list(range(len(pool)))
+        order = list(range(len(lengths)))
         rng.shuffle(order)
         for c in range(0, len(order), 64 * B):
-            chunk = sorted(order[c:c + 64 * B], key=lambda i: len(pool[i][0]) + len(pool[i][1]))
+            chunk = sorted(order[c:c + 64 * B], key=lengths.__getitem__)
             group = [chunk[j:j + B] for j in range(0, len(chunk), B)]
             rng.shuffle(group)
             yield from group
 
 
-def collate(rows, tok, eos: int, rng: random.Random):
-    """(prompt, reference) pairs -> x, valid, answer [B, T]: chat prompt | answer | EOS x (1..16) | pad.
-    Encoded here, per batch, with the tokenizer just written: prompts exactly as inference sees them."""
+def make_batch(ids, plen, alen, rows, rng: random.Random):
+    """Rows of the encoded pool -> x, valid, answer [B, T] on ids' device: chat prompt | answer |
+    EOS x (1..16) | pad. The extra EOS teach the model to fill the unused tail of the canvas with EOS.
+    Lengths are host tensors, so building a batch never waits for the device."""
     import torch
-    seqs = [(tok.encode_chat([{"role": "user", "content": p}]),
-             tok.encode(r, add_special_tokens=False) + [eos] * rng.randint(1, MAX_EXTRA_EOS)) for p, r in rows]
-    T = max(len(p) + len(a) for p, a in seqs)
-    x = torch.full((len(rows), T), eos, dtype=torch.long)
-    valid, answer = torch.zeros(len(rows), T, dtype=torch.bool), torch.zeros(len(rows), T, dtype=torch.bool)
-    for r, (p, a) in enumerate(seqs):
-        x[r, :len(p) + len(a)] = torch.tensor(p + a)
-        valid[r, :len(p) + len(a)] = True
-        answer[r, len(p):len(p) + len(a)] = True
+    extra = torch.tensor([rng.randint(0, MAX_EXTRA_EOS - 1) for _ in rows])   # + the EOS in alen
+    p, end = plen[rows], plen[rows] + alen[rows] + extra                       # [B]
+    T = int(end.max())
+    dev = ids.device
+    x = ids[torch.tensor(rows, device=dev), :T].long()
+    pos = torch.arange(T, device=dev)[None]
+    valid = pos < end.to(dev)[:, None]
+    answer = valid & (pos >= p.to(dev)[:, None])
     return x, valid, answer
 
 
-def diffusion_loss(model, x, valid, answer, mask_id: int, g):
-    """LLaDA SFT loss. t is stratified over the batch ((r + u) / B, still U(0, 1] per row: lower variance)."""
+def diffusion_loss(model, x, valid, answer, mask_id: int, power: float = 1.0):
+    """LLaDA SFT loss: E_{t ~ U(eps, 1]} [sum over masked answer slots of CE / t] / (answer slots).
+    u is stratified over the batch ((r + rand) / B); t = eps + (1 - eps) u^power. power 1 is LLaDA's
+    uniform t; power > 1 draws more low-mask-ratio batches and the importance weight
+    power * u^(power - 1) keeps the expected loss unchanged."""
     import torch
     import torch.nn.functional as F
     B, T = x.shape
-    t = EPS + (1 - EPS) * (torch.arange(B) + torch.rand(B, generator=g)) / B                     # [B]
-    masked = answer & (torch.rand(B, T, generator=g) < t[:, None])                              # [B, T]
+    u = (torch.arange(B, device=x.device) + torch.rand(B, device=x.device)) / B                # [B]
+    t = EPS + (1 - EPS) * u ** power                                                            # [B]
+    w = power * u ** (power - 1) / t                          # 1/t times the importance weight   [B]
+    masked = answer & (torch.rand(B, T, device=x.device) < t[:, None])                          # [B, T]
     h = hidden(model, torch.where(masked, mask_id, x), valid)
-    logits = model.output(model.norm(h[masked]))             # LM head only on the M masked slots: [M, V]
+    logits = model.output(model.norm(h[masked])).float()    # LM head only on the M masked slots: [M, V]
     ce = F.cross_entropy(logits, x[masked], reduction="none")                                   # [M]
-    loss = (ce / t[:, None].expand(B, T)[masked]).sum() / answer.sum()
-    return loss, ce.detach().mean() if ce.numel() else ce.detach().sum()   # (objective, plain masked-slot CE)
+    loss = (ce * w[:, None].expand(B, T)[masked]).sum() / answer.sum()
+    return loss, ce.detach().sum(), masked.sum()   # (objective, summed masked-slot CE, masked count)
 
 
 def save_weights(model, path: Path):
@@ -157,12 +203,12 @@ def save_weights(model, path: Path):
     save_file(out, str(path), metadata={"format": "pt"})
 
 
-def evaluate(path, tasks=("copy", "reverse", "sort"), n=5, samples=30, seed=0, split="eval") -> dict:
+def evaluate(path, tasks=("copy", "reverse", "sort"), n=5, samples=30, seed=0, split="eval", device="cpu") -> dict:
     """Exact-answer accuracy (held out: split="eval"), greedy, one token per forward, zero shots."""
     from dllm import LLM, SamplingParams
     from dllm.evals.tasks import get_task, make_examples
 
-    llm, acc = LLM(path, device="cpu", dtype="float32"), {}
+    llm, acc = LLM(path, device=device, dtype="float32"), {}
     for name in tasks:
         exs = make_examples(name, n, samples, seed, split=split)
         slots = max(len(llm.tokenizer.encode(e.reference, add_special_tokens=False)) for e in exs) + 8
@@ -172,84 +218,129 @@ def evaluate(path, tasks=("copy", "reverse", "sort"), n=5, samples=30, seed=0, s
     return acc
 
 
+def save(model, out: Path, cfg: dict, tok_info: dict):
+    save_weights(model, out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    (out / "generation_config.json").write_text(json.dumps(
+        {"eos_token_id": tok_info["eos"], "pad_token_id": tok_info["eos"], "mask_token_id": tok_info["mask"]}))
+
+
 def main(args) -> int:
     import torch  # imported here, not at the top: building the CLI parser stays torch-free
     from dllm.errors import DllmError
     from dllm.models.config import llada_args
+    from dllm.models.loader import load_model
     from dllm.models.transformer import Transformer
     from dllm.tokenizer import Tokenizer
 
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    if any(p.name != "model.safetensors" for p in out.glob("*.safetensors*")):
+    if any(p.name not in ("model.safetensors", "learned_filter.safetensors") for p in out.glob("*.safetensors*")):
         raise DllmError(f"{out} holds other safetensors files; give an empty or fresh --output directory.")
     t0 = time.time()
-    pool = make_pool(args.pool, args.seed)
-    tok_info = write_tokenizer(out, [p + "\n" + r for p, r in pool[:20000]], args.vocab)
+    mix = dict(MIX)
+    for item in filter(None, (args.mix or "").split(",")):
+        task, _, share = item.partition("=")
+        mix[task] = float(share)
+    list_n = [int(n) for n in args.list_n.split(",")] if args.list_n else LIST_N
+    pool = make_pool(args.pool, args.seed, args.workers, {k: v for k, v in mix.items() if v > 0}, list_n)
+    t_pool = time.time() - t0
+    if args.init:       # continue from a checkpoint: its tokenizer and shape, fresh optimizer
+        init = Path(args.init)
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            if init.resolve() != out.resolve():
+                (out / f).write_bytes((init / f).read_bytes())
+        cfg = json.loads((init / "config.json").read_text())
+        tok_info = {"vocab_size": cfg["vocab_size"], "eos": cfg["eos_token_id"], "mask": cfg["mask_token_id"]}
+        model = load_model(init, device=device, dtype=torch.float32)[0]
+        for a, key in (("dim", "d_model"), ("layers", "n_layers"), ("heads", "n_heads"), ("mlp", "mlp_hidden_size")):
+            setattr(args, a, cfg[key])
+    else:
+        tok_info = write_tokenizer(out, [p + "\n" + r for p, r in pool[:20000]], args.vocab)
+        cfg = llada_config(args, tok_info)
+        model = Transformer(llada_args(cfg))
+        for name, p in model.named_parameters():     # GPT-2 init; residual outputs scaled by 1/sqrt(2 layers)
+            if p.dim() == 1:
+                torch.nn.init.ones_(p)
+            else:
+                resid = name.endswith(("attention.wo.weight", "feed_forward.w2.weight"))
+                torch.nn.init.normal_(p, std=0.02 / math.sqrt(2 * args.layers) if resid else 0.02)
+        model = model.to(device)
+    model.train()
     tok = Tokenizer.from_pretrained(out)
-    cfg = llada_config(args, tok_info)
-    margs = llada_args(cfg)
-    model = Transformer(margs)
-    for name, p in model.named_parameters():     # GPT-2 init; residual outputs scaled by 1/sqrt(2 layers)
-        if p.dim() == 1:
-            torch.nn.init.ones_(p)
-        else:
-            resid = name.endswith(("attention.wo.weight", "feed_forward.w2.weight"))
-            torch.nn.init.normal_(p, std=0.02 / math.sqrt(2 * args.layers) if resid else 0.02)
+    ids, plen, alen = encode_pool(pool, tok, tok_info["eos"], device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"pool {len(pool)} examples, vocab {tok_info['vocab_size']}, {n_params / 1e6:.2f}M parameters, "
-          f"setup {time.time() - t0:.0f}s", flush=True)
+    print(f"pool {len(pool)} examples ({t_pool:.0f}s), vocab {tok_info['vocab_size']}, {n_params / 1e6:.2f}M "
+          f"parameters, {device}, setup {time.time() - t0:.0f}s", flush=True)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    rng, g = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
-    stream = batches(pool, args.batch_size, rng)
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    stream = batches((plen + alen).tolist(), args.batch_size, rng)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
     budget, steps = args.minutes * 60, args.steps
-    warmup = 100 if steps is None else max(1, min(100, steps // 10))
-    curve, window = [], []                       # curve: [step, mean loss, mean masked-slot CE] per log interval
+    warmup = args.warmup if steps is None else max(1, min(args.warmup, steps // 10))
+    curve, evals, window = [], [], []   # curve: [step, mean loss, mean masked-slot CE] per log interval
     tokens = answer_tokens = step = 0
-    t_train = time.time()
+    t_train, t_eval = time.time(), 0.0
     while steps is None or step < steps:
-        if steps is None and step == 50:         # fix the step count from the speed of the first 50 steps
-            steps = max(100, int(budget / ((time.time() - t_train) / 50)))
-            print(f"{(time.time() - t_train) / 50:.2f} s/step -> {steps} steps for {args.minutes} min", flush=True)
+        if step == warmup // 2:
+            t_half = time.time()
+        if steps is None and step == warmup:     # fix the step count from the speed of steps warmup/2..warmup
+            per_step = (time.time() - t_half) / (warmup - warmup // 2)
+            steps = max(warmup + 100, int((budget - (time.time() - t_train - t_eval)) / per_step) + warmup)
+            print(f"{per_step * 1e3:.1f} ms/step -> {steps} steps for {args.minutes} min", flush=True)
         # linear warmup, then cosine from lr down to lr/10 at the last step
         frac = min(1.0, max(0.0, (step - warmup) / max(1, (steps or 10 ** 9) - warmup)))
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
         for group in opt.param_groups:
             group["lr"] = lr
-        x, valid, answer = collate([pool[i] for i in next(stream)], tok, tok_info["eos"], rng)
-        loss, ce = diffusion_loss(model, x, valid, answer, tok_info["mask"], g)
+        x, valid, answer = make_batch(ids, plen, alen, next(stream), rng)
+        with autocast:
+            loss, ce_sum, n_masked = diffusion_loss(model, x, valid, answer, tok_info["mask"], args.t_power)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        step, tokens, answer_tokens = step + 1, tokens + int(valid.sum()), answer_tokens + int(answer.sum())
-        window.append((loss.item(), ce.item()))
-        if step % args.log_every == 0 or step == steps:
-            dt = time.time() - t_train
-            curve.append([step] + [round(sum(w[i] for w in window) / len(window), 4) for i in (0, 1)])
+        step += 1
+        window.append(torch.stack([loss.detach(), ce_sum, n_masked.float(), valid.sum(), answer.sum()]))
+        if step % args.log_every == 0 or step == steps:   # the only host syncs of the loop
+            w = torch.stack(window).sum(0).tolist()
             window = []
+            tokens, answer_tokens = tokens + int(w[3]), answer_tokens + int(w[4])
+            dt = time.time() - t_train - t_eval
+            curve.append([step, round(w[0] / args.log_every, 4), round(w[1] / max(w[2], 1), 4)])
             print(f"step {step}/{steps} loss {curve[-1][1]:.4f} masked CE {curve[-1][2]:.4f} lr {lr:.2e} "
                   f"{tokens / dt:.0f} tok/s {dt / 60:.1f} min", flush=True)
-        if args.steps is None and steps is not None and time.time() - t_train > 1.2 * budget:
+        if args.eval_every and step % args.eval_every == 0 and step != steps:
+            te = time.time()
+            save(model, out, cfg, tok_info)
+            evals.append([step, evaluate(out, samples=args.eval_samples, device=device)])
+            model.train()
+            t_eval += time.time() - te
+            print(f"step {step} eval (n=5, held out) {evals[-1][1]}", flush=True)
+        if args.steps is None and steps is not None and time.time() - t_train - t_eval > 1.2 * budget:
             print(f"stopping early at step {step}: 20% over the time budget (the machine got slower)", flush=True)
             break
-    wall = time.time() - t_train
+    wall = time.time() - t_train - t_eval
 
     model.eval()
-    save_weights(model, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(cfg, indent=2))
-    (out / "generation_config.json").write_text(json.dumps(
-        {"eos_token_id": tok_info["eos"], "pad_token_id": tok_info["eos"], "mask_token_id": tok_info["mask"]}))
-    acc = evaluate(out, samples=args.eval_samples) if args.eval_samples else {}
+    save(model, out, cfg, tok_info)
+    acc = evaluate(out, samples=args.eval_samples, device=device) if args.eval_samples else {}
+    props = torch.cuda.get_device_properties(0) if device.startswith("cuda") else None
     record = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "config": cfg, "parameters": n_params,
               "steps": step, "tokens_seen": tokens, "answer_tokens_seen": answer_tokens, "wall_s": round(wall, 1),
               "tokens_per_s": round(tokens / wall, 1), "final_loss": curve[-1][1], "final_masked_ce": curve[-1][2],
-              "loss_curve": curve, "pool": len(pool), "mix": MIX, "eval_n5_one_token_per_forward": acc,
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__}}
+              "loss_curve": curve, "evals_during_training": evals, "pool": len(pool), "mix": mix, "list_n": list(list_n),
+              "eval_n5_one_token_per_forward": acc,
+              "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                          "threads": args.threads, "torch": torch.__version__, "device": device,
+                          "gpu": props.name if props else None}}
+    if args.init:
+        record["init"] = str(args.init)
     (out / "training.json").write_text(json.dumps(record, indent=2, default=str))
     print(f"saved {out}: {step} steps, final loss {curve[-1][1]:.4f}, eval {acc}", flush=True)
     return 0
@@ -257,21 +348,29 @@ def main(args) -> int:
 
 def _add_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="checkpoint directory to write")
-    p.add_argument("--minutes", type=float, default=35.0, help="training wall budget (default: 35)")
+    p.add_argument("--minutes", type=float, default=20.0, help="training wall budget, evaluations excluded (default: 20)")
     p.add_argument("--steps", type=int, help="fixed number of steps (default: as many as --minutes allows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--mlp", type=int, default=512, help="SiLU-gated MLP hidden size")
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--mlp", type=int, default=768, help="SiLU-gated MLP hidden size")
     p.add_argument("--vocab", type=int, default=2048, help="tokenizer vocabulary incl. 4 special tokens")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--pool", type=int, default=200_000, help="training examples generated up front")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--t-power", type=float, default=1.0, help="mask ratio t = u^P (1: LLaDA's uniform t)")
+    p.add_argument("--pool", type=int, default=1_000_000, help="training examples generated up front")
+    p.add_argument("--workers", type=int, default=1, help="processes generating the pool (same pool for any count)")
+    p.add_argument("--mix", metavar="TASK=SHARE,...", help="override shares of the task mix (0 drops a task)")
+    p.add_argument("--list-n", metavar="N,N,...", help="list lengths for list tasks, repeats weigh more (default 3..7)")
+    p.add_argument("--warmup", type=int, default=200, help="linear warmup steps")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available); bf16 autocast on cuda")
+    p.add_argument("--init", metavar="DIR", help="continue training the checkpoint in DIR (its tokenizer and shape)")
     # 1 thread by default: with a second busy process on a 2-core machine, 2 OpenMP threads were
     # measured 5-8x slower per step (threads wait at every barrier for a descheduled sibling)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-samples", type=int, default=30, help="held-out examples per task at the end (0: skip)")
+    p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (0: at the end only)")
     p.add_argument("--log-every", type=int, default=50)
     p.set_defaults(func=main)
     return p
