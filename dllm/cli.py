@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Decode prompts one token per step, replay the decoding as (block confidences, "
                                     "slot already final) pairs, train the Learn2PD filter on them and save it "
                                     "(by default as MODEL/learned_filter.safetensors).")
-    tf.add_argument("--model", metavar="DIR", help="checkpoint directory")
+    tf.add_argument("--model", metavar="DIR", help="checkpoint directory (default: the shipped models/dllm-tiny)")
     tf.add_argument("--prompts", metavar="FILE", required=True,
                     help="one prompt per line, or a .jsonl file of {\"prompt\": ...} / {\"prompt_token_ids\": [...]}")
     tf.add_argument("--output", metavar="FILE", help="where to save the filter (default: MODEL/learned_filter.safetensors)")
@@ -230,8 +230,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_train_filter(args) -> int:
-    if not args.model:
-        raise DllmError("no model given; pass --model DIR (a local LLaDA or Dream checkpoint directory).")
     for name in ("block_length", "max_new_tokens", "batch_size", "hidden", "epochs"):
         if getattr(args, name) <= 0:
             raise DllmError(f"--{name.replace('_', '-')} must be a positive integer.")
@@ -240,8 +238,10 @@ def cmd_train_filter(args) -> int:
     from dllm.llm import LLM
     from dllm.train_filter import read_prompts, train_filter
 
+    from dllm.default_model import resolve_model
+
     prompts = read_prompts(args.prompts)
-    llm = LLM(args.model, device=args.device, dtype=args.dtype)
+    llm = LLM(resolve_model(args.model), device=args.device, dtype=args.dtype)
     t0 = time.perf_counter()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     info = train_filter(llm, prompts, output=args.output, block_length=args.block_length,
