@@ -41,15 +41,18 @@ class LLM:
     """A masked-diffusion language model loaded from a local directory.
 
     LLM("path/to/LLaDA-8B-Instruct", device="cuda", dtype="bfloat16").generate(prompts, params)
+    kernels: "auto" | "triton" | "torch" (default: $DLLM_KERNELS, else "auto"), see dllm/kernels.
     """
 
-    def __init__(self, model, device=None, dtype=None):
+    def __init__(self, model, device=None, dtype=None, kernels: str | None = None):
+        from dllm.kernels import resolve_kernels
         from dllm.models import load_model
         from dllm.tokenizer import Tokenizer
 
         self.path = Path(model)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self.kernels = resolve_kernels(kernels, self.device)
         self.model, self.args = load_model(self.path, self.device, self.dtype)
         self.tokenizer = Tokenizer.from_gguf(self.path) if self.path.suffix == ".gguf" and self.path.is_file() \
             else Tokenizer.from_pretrained(self.path)
@@ -62,6 +65,8 @@ class LLM:
         self = cls.__new__(cls)
         p = next(model.parameters())
         self.path, self.device, self.dtype = Path(name), p.device, p.dtype
+        from dllm.kernels import resolve_kernels
+        self.kernels = resolve_kernels(None, self.device)
         self.model, self.args, self.tokenizer = model, args, tokenizer
         self._set_stop_ids()
         return self
@@ -220,7 +225,7 @@ class LLM:
         else:
             rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
                                       model_path=str(self.path), on_step=on_step, dfa=dfa,
-                                      answers=answers if templated else None)
+                                      answers=answers if templated else None, kernels=self.kernels)
         elapsed = time.perf_counter() - t0
         return [self._output(p, r, params, elapsed) for p, r in zip(ids, rows)]
 

@@ -49,7 +49,8 @@ class SchedulerEnv:
 
 @torch.no_grad()
 def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_ids,
-                       pad_id: int, model_path=None, on_step=None, dfa=None, answers=None) -> list[RowResult]:
+                       pad_id: int, model_path=None, on_step=None, dfa=None, answers=None,
+                       kernels: str = "torch") -> list[RowResult]:
     """dfa: the compiled constraint (constraints/regex.py TokenDFA) or None; answers: per-row
     initial answer slots (templates) or None. on_step(step: Step): called after each step's
     selection (tools such as train-filter)."""
@@ -82,7 +83,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     x, valid, pos = canvas.x, canvas.valid, canvas.positions
     L = x.shape[1]
     propose_kw = dict(remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
-                      top_k=params.top_k, style=style, generator=gen, banned=mask_id)
+                      top_k=params.top_k, style=style, generator=gen, banned=mask_id, kernels=kernels)
     global_step = 0
     for b, steps in enumerate(steps_per_block(params.total_steps, params.num_blocks)):
         blk = canvas.block_slice(b * bl, bl)

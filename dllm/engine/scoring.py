@@ -26,7 +26,7 @@ def top_p_filter(logits, p: float):
 
 
 def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: str,
-            generator: torch.Generator | None, banned: int | None = None):
+            generator: torch.Generator | None, banned: int | None = None, kernels: str = "torch"):
     """logits [B, L, V] -> (tokens [B, L] long, scores [B, L] float32). May overwrite `logits`.
 
     style "llada": token = argmax(logits / T + Gumbel) (Gumbel-max sampling; plain argmax at
@@ -39,6 +39,11 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
     exp(logit - logsumexp): no [L, V] probability tensor is written unless sampling or
     entropy needs one.
     """
+    if kernels == "triton" and top_k is None and (top_p is None or top_p >= 1) \
+            and not (temperature > 0 and style == "dream"):
+        # the fused kernel (kernels/vocab_reduce.py): the same tokens and scores, no [L, V] float32 copy
+        from dllm.kernels.vocab_reduce import vocab_reduce
+        return vocab_reduce(logits, score=remasking, banned=banned, temperature=temperature, generator=generator)
     l32 = logits.float()
     scored = l32 / temperature if (temperature > 0 and style == "dream") else l32
     if top_k is not None:
