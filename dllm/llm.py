@@ -54,6 +54,8 @@ class LLM:
         self.dtype = resolve_dtype(dtype, self.device)
         self.kernels = resolve_kernels(kernels, self.device)
         self.model, self.args = load_model(self.path, self.device, self.dtype)
+        if hasattr(self.model, "set_kernels"):
+            self.model.set_kernels(self.kernels)
         self.tokenizer = Tokenizer.from_gguf(self.path) if self.path.suffix == ".gguf" and self.path.is_file() \
             else Tokenizer.from_pretrained(self.path)
         self._set_stop_ids()

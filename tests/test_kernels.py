@@ -14,8 +14,9 @@ pytest.importorskip("triton")
 from dllm import LLM, SamplingParams  # noqa: E402
 from dllm.errors import DllmError  # noqa: E402
 from dllm.kernels import resolve_kernels  # noqa: E402
+from dllm.kernels.fused import rms_norm, rms_norm_torch, rope, rope_torch, silu_mul, silu_mul_torch  # noqa: E402
 from dllm.kernels.vocab_reduce import vocab_reduce, vocab_reduce_torch  # noqa: E402
-from tests.checkpoints import write_llada  # noqa: E402
+from tests.checkpoints import write_dream, write_llada  # noqa: E402
 
 SHAPES = [(1, 1, 50, None), (1, 5, 1000, None), (2, 3, 4099, 3), (3, 7, 777, 2), (1, 32, 613, 3)]
 CASES = [("low_confidence", 0.0), ("low_confidence", 0.7), ("margin", 0.0), ("entropy", 0.0), ("random", 1.0)]
@@ -56,6 +57,64 @@ def test_vocab_reduce_kernel_split_count_does_not_change_the_result():
     for tok, val in outs[1:]:
         assert torch.equal(tok, outs[0][0])
         torch.testing.assert_close(val, outs[0][1], rtol=0, atol=1e-6)
+
+
+def within_rule(out, ref, truth, floor=1e-6):
+    """flash-attn's rule: |kernel - float64 truth| <= 2 |reference - truth| (+ float32 rounding)."""
+    ref_err = (ref.double() - truth).abs().max()
+    return (out.double() - truth).abs().max() <= 2 * ref_err + floor * (1 + truth.abs().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows,dim", [(1, 8), (7, 96), (13, 200)])
+def test_rms_norm_kernel(rows, dim, dtype):
+    g = torch.Generator().manual_seed(rows * dim)
+    x, res = (torch.randn(2, rows, dim, generator=g) * 2).to(dtype), torch.randn(2, rows, dim, generator=g).to(dtype)
+    w = (torch.rand(dim, generator=g) + 0.5).to(dtype)
+    assert within_rule(rms_norm(x, w, 1e-5), rms_norm_torch(x, w, 1e-5), rms_norm_torch(x.double(), w.double(), 1e-5))
+    y, h = rms_norm(x, w, 1e-5, residual=res)
+    ry, rh = rms_norm_torch(x, w, 1e-5, residual=res)
+    assert torch.equal(h, rh)                          # the residual sum is one rounding in both
+    assert within_rule(y, ry, rms_norm_torch(rh.double(), w.double(), 1e-5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 1, 5), (2, 7, 300), (3, 1029)])
+def test_silu_mul_kernel(shape, dtype):
+    g = torch.Generator().manual_seed(len(shape))
+    a, b = (torch.randn(*shape, generator=g) * 3).to(dtype), torch.randn(*shape, generator=g).to(dtype)
+    assert within_rule(silu_mul(a, b), silu_mul_torch(a, b), silu_mul_torch(a.double(), b.double()))
+
+
+@pytest.mark.parametrize("fp32", [True, False], ids=["llada-fp32", "dream-rounded"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B,T,H,hd", [(1, 1, 1, 8), (2, 5, 3, 16), (1, 9, 2, 24)])
+def test_rope_kernel(B, T, H, hd, dtype, fp32):
+    g = torch.Generator().manual_seed(T * hd)
+    q = torch.randn(B, T, H, hd, generator=g).to(dtype).transpose(1, 2)   # the engine's [B, H, T, hd] view
+    ang = torch.rand(B, 1, T, hd // 2, generator=g) * 50
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+    out, ref = rope(q, cos, sin, fp32), rope_torch(q, cos, sin, fp32)
+    assert out.shape == ref.shape
+    if dtype == torch.float32 or fp32:                # the same roundings in the same order: exact
+        assert torch.equal(out, ref)
+    else:
+        assert within_rule(out, ref, rope_torch(q.double(), cos.double(), sin.double(), True))
+
+
+@pytest.fixture(scope="module")
+def tiny_dream(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dream-kernels")
+    write_dream(d, tokenizer=False)
+    return d
+
+
+def test_dream_gives_the_same_tokens_with_kernels_forced(tiny_dream):
+    prompts = [{"prompt_token_ids": [5, 6, 7, 8]}, {"prompt_token_ids": [9, 10]}]
+    sp = SamplingParams(max_new_tokens=16, block_length=8, scheduler="threshold", threshold=0.3, cache="prefix")
+    ref = LLM(tiny_dream, dtype="bfloat16", kernels="torch").generate(prompts, sp)
+    fused = LLM(tiny_dream, dtype="bfloat16", kernels="triton").generate(prompts, sp)
+    assert [o.token_ids for o in ref] == [o.token_ids for o in fused]
 
 
 @pytest.fixture(scope="module")

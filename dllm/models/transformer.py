@@ -12,12 +12,21 @@ from dllm.models.config import ModelArgs
 
 
 class RMSNorm(nn.Module):
+    triton = False            # Transformer.set_kernels: the fused kernels of dllm/kernels/fused.py
+
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """x [..., dim] -> the normalised x; with residual: (normalised x + residual, x + residual)."""
+        if self.triton:
+            from dllm.kernels.fused import rms_norm
+            return rms_norm(x, self.weight, self.eps, residual)
+        if residual is not None:
+            h = x + residual
+            return self(h), h
         # normalise in float32, round back to the model dtype, then scale (LLaDA and Dream agree)
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -68,6 +77,8 @@ def apply_rope(x, cos, sin, fp32: bool):
 
 
 class Attention(nn.Module):
+    triton = False
+
     def __init__(self, a: ModelArgs, layer: int):
         super().__init__()
         self.a, self.layer = a, layer
@@ -83,7 +94,11 @@ class Attention(nn.Module):
         q = self.wq(x).view(B, T, a.n_heads, hd).transpose(1, 2)      # [B, H, T, hd]
         k = self.wk(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)   # [B, Hkv, T, hd]
         v = self.wv(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin, a.rope_fp32), apply_rope(k, cos, sin, a.rope_fp32)
+        if self.triton:
+            from dllm.kernels.fused import rope
+            q, k = rope(q, cos, sin, a.rope_fp32), rope(k, cos, sin, a.rope_fp32)
+        else:
+            q, k = apply_rope(q, cos, sin, a.rope_fp32), apply_rope(k, cos, sin, a.rope_fp32)
         if cache is not None:   # write this window's k/v in place, attend over every cached column
             k, v = cache.update(self.layer, k, v)
         if a.causal:
@@ -105,7 +120,12 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(a.dim, a.intermediate_size, bias=False)   # up
         self.w2 = nn.Linear(a.intermediate_size, a.dim, bias=False)   # down (LLaDA ff_out)
 
+    triton = False
+
     def forward(self, x):
+        if self.triton:
+            from dllm.kernels.fused import silu_mul
+            return self.w2(silu_mul(self.w1(x), self.w3(x)))
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
@@ -118,8 +138,8 @@ class Block(nn.Module):
         self.feed_forward = FeedForward(a)
 
     def forward(self, x, cos, sin, mask, cache):
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask, cache)
-        return h + self.feed_forward(self.ffn_norm(h))
+        n, h = self.ffn_norm(self.attention(self.attention_norm(x), cos, sin, mask, cache), residual=x)
+        return h + self.feed_forward(n)
 
 
 class Transformer(nn.Module):
@@ -133,6 +153,12 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(a.dim, a.norm_eps)
         self.output = None if a.tie_embeddings else nn.Linear(a.dim, a.vocab_size, bias=False)
         self.rotary = Rotary(a.head_dim, a.rope_theta)
+
+    def set_kernels(self, name: str):
+        """'triton': RMSNorm (+ residual add), SiLU-mul and RoPE run as fused Triton kernels; 'torch': PyTorch."""
+        for m in self.modules():
+            if isinstance(m, (RMSNorm, FeedForward, Attention)):
+                m.triton = name == "triton"
 
     @torch.no_grad()
     def forward(self, token_ids, positions, cache=None, query_slice: slice | None = None, attn_mask=None):
