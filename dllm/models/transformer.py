@@ -109,7 +109,11 @@ class Attention(nn.Module):
             if start + 1 < S:
                 causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=start)
                 mask = causal if mask is None else mask & causal
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=a.n_kv_heads != a.n_heads)
+        if self.triton and not a.causal and (mask is None or mask.shape[2] == 1) and hd >= 16 and hd & (hd - 1) == 0:
+            from dllm.kernels.attention import attention   # split-KV over the cache views, key padding only
+            o = attention(q, k, v, None if mask is None else mask[:, 0, 0, :])
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=a.n_kv_heads != a.n_heads)
         return self.wo(o.transpose(1, 2).reshape(B, T, a.n_heads * hd))
 
 
@@ -155,7 +159,8 @@ class Transformer(nn.Module):
         self.rotary = Rotary(a.head_dim, a.rope_theta)
 
     def set_kernels(self, name: str):
-        """'triton': RMSNorm (+ residual add), SiLU-mul and RoPE run as fused Triton kernels; 'torch': PyTorch."""
+        """'triton': RMSNorm (+ residual add), SiLU-mul, RoPE and bidirectional attention run as
+        Triton kernels (dllm/kernels); 'torch': PyTorch."""
         for m in self.modules():
             if isinstance(m, (RMSNorm, FeedForward, Attention)):
                 m.triton = name == "triton"
