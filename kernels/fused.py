@@ -64,7 +64,7 @@ def _silu_mul(G, U, Y, N, BLOCK: tl.constexpr, EMULATE: tl.constexpr):
 
 
 @triton.jit
-def _rope(X, C, S, Y, sxb, sxh, sxt, scb, sct, N, H, T, HALF: tl.constexpr, FP32: tl.constexpr,
+def _rope(X, C, S, Y, sxb, sxh, sxt, syb, syh, syt, scb, sct, N, H, T, HALF: tl.constexpr, FP32: tl.constexpr,
           ROWS: tl.constexpr, BLOCK: tl.constexpr, EMULATE: tl.constexpr):
     r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]   # (b, h, t) rows of head_dim = 2 * HALF
     b, h, t = r // (H * T), (r // T) % H, r % T
@@ -85,7 +85,7 @@ def _rope(X, C, S, Y, sxb, sxh, sxt, scb, sct, N, H, T, HALF: tl.constexpr, FP32
         s1, s2 = _to(s1, dt, EMULATE).to(tl.float32), _to(s2, dt, EMULATE).to(tl.float32)
         y1 = _to(x1 * c1, dt, EMULATE).to(tl.float32) + _to(-x2 * s1, dt, EMULATE).to(tl.float32)
         y2 = _to(x2 * c2, dt, EMULATE).to(tl.float32) + _to(x1 * s2, dt, EMULATE).to(tl.float32)
-    yb = Y + r * 2 * HALF
+    yb = Y + b * syb + h * syh + t * syt
     tl.store(yb + j, _to(y1, dt, EMULATE), mask=ok)
     tl.store(yb + HALF + j, _to(y2, dt, EMULATE), mask=ok)
 
@@ -117,15 +117,19 @@ def silu_mul(g, u):
     return y
 
 
-def rope(x, cos, sin, fp32: bool):
-    """x [B, H, T, hd] (any strides, last one 1), cos/sin [B, 1, T, hd] float32 -> [B, H, T, hd] contiguous."""
+def rope(x, cos, sin, fp32: bool, out=None):
+    """x [B, H, T, hd] (any strides, last one 1), cos/sin [B, 1, T, hd] float32 -> [B, H, T, hd]:
+    a new contiguous tensor, or written into `out` (e.g. the KV cache's window: RoPE fused with the
+    cache write)."""
     B, H, T, hd = x.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
     cos, sin = cos.contiguous(), sin.contiguous()
-    y = torch.empty(B, H, T, hd, device=x.device, dtype=x.dtype)
+    y = torch.empty(B, H, T, hd, device=x.device, dtype=x.dtype) if out is None else out
+    assert y.shape == x.shape and y.dtype == x.dtype and y.stride(-1) == 1
     N, rows = B * H * T, _rows(B * H * T)
-    _rope[(triton.cdiv(N, rows),)](x, cos, sin, y, x.stride(0), x.stride(1), x.stride(2), cos.stride(0),
+    _rope[(triton.cdiv(N, rows),)](x, cos, sin, y, x.stride(0), x.stride(1), x.stride(2), y.stride(0), y.stride(1),
+                                   y.stride(2), cos.stride(0),
                                    cos.stride(2), N, H, T, HALF=hd // 2, FP32=fp32, ROWS=rows,
                                    BLOCK=triton.next_power_of_2(hd // 2), EMULATE=EMULATE_RNE)
     return y

@@ -127,6 +127,17 @@ def test_attention_kernel(B, H, Hkv, Tq, S, hd, splits, dtype, padded):
     assert within_rule(out, ref, truth, floor=1e-6 if dtype == torch.float32 else 1e-3)
 
 
+def test_rope_kernel_writes_into_a_cache_window():
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(2, 5, 3, 16, generator=g).transpose(1, 2)          # [B, H, T, hd]
+    ang = torch.rand(2, 1, 5, 8, generator=g) * 9
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+    buf = torch.zeros(2, 3, 12, 16)                                     # [B, Hkv, L, hd], window at 4..9
+    rope(k, cos, sin, True, out=buf[:, :, 4:9])
+    assert torch.equal(buf[:, :, 4:9], rope_torch(k, cos, sin, True))
+    assert not buf[:, :, :4].any() and not buf[:, :, 9:].any()
+
+
 @pytest.fixture(scope="module")
 def tiny_dream(tmp_path_factory):
     d = tmp_path_factory.mktemp("dream-kernels")

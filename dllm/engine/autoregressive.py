@@ -43,9 +43,9 @@ class _PrefixCache(KVCache):
     without reading the unwritten (uninitialised) columns at all.
     """
 
-    def update(self, layer: int, k, v):
-        end = self.start + k.shape[2]
-        k_all, v_all = super().update(layer, k, v)
+    def update(self, layer: int, k, v, k_writer=None):
+        end = self.start + v.shape[2]
+        k_all, v_all = super().update(layer, k, v, k_writer)
         return k_all[:, :, :end], v_all[:, :, :end]
 
 

@@ -25,10 +25,14 @@ class KVCache:
         self.length = length
         self.start = 0          # canvas column of the first row of the window being run
 
-    def update(self, layer: int, k, v):
-        """Write the window's k, v [B, Hkv, T, hd] at columns [start, start + T); return all L columns."""
-        end = self.start + k.shape[2]
-        self.k[layer, :, :, self.start:end] = k
+    def update(self, layer: int, k, v, k_writer=None):
+        """Write the window's k, v [B, Hkv, T, hd] at columns [start, start + T); return all L columns.
+        k_writer(out): writes the keys into the window view `out` itself (a fused RoPE kernel) instead of k."""
+        end = self.start + v.shape[2]
+        if k_writer is not None:
+            k_writer(self.k[layer, :, :, self.start:end])
+        else:
+            self.k[layer, :, :, self.start:end] = k
         self.v[layer, :, :, self.start:end] = v
         return self.k[layer], self.v[layer]
 

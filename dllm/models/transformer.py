@@ -96,10 +96,14 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)
         if self.triton:
             from dllm.kernels.fused import rope
-            q, k = rope(q, cos, sin, a.rope_fp32), rope(k, cos, sin, a.rope_fp32)
+            q = rope(q, cos, sin, a.rope_fp32)
+            if cache is not None:   # RoPE'd keys go straight into the cache's window: no copy
+                k, v = cache.update(self.layer, None, v, k_writer=lambda out: rope(k, cos, sin, a.rope_fp32, out=out))
+            else:
+                k = rope(k, cos, sin, a.rope_fp32)
         else:
             q, k = apply_rope(q, cos, sin, a.rope_fp32), apply_rope(k, cos, sin, a.rope_fp32)
-        if cache is not None:   # write this window's k/v in place, attend over every cached column
+        if cache is not None and not self.triton:   # write this window's k/v in place, attend over every column
             k, v = cache.update(self.layer, k, v)
         if a.causal:
             # query i sits at key column start + i (start = the cache's write column, 0 without a
