@@ -94,17 +94,18 @@ class Attention(nn.Module):
         q = self.wq(x).view(B, T, a.n_heads, hd).transpose(1, 2)      # [B, H, T, hd]
         k = self.wk(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)   # [B, Hkv, T, hd]
         v = self.wv(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)
-        if self.triton:
+        if self.triton:   # the kernel writes the RoPE'd keys into `out` (the cache's window) itself
             from dllm.kernels.fused import rope
-            q = rope(q, cos, sin, a.rope_fp32)
-            if cache is not None:   # RoPE'd keys go straight into the cache's window: no copy
-                k, v = cache.update(self.layer, None, v, k_writer=lambda out: rope(k, cos, sin, a.rope_fp32, out=out))
-            else:
-                k = rope(k, cos, sin, a.rope_fp32)
+            rope_k = lambda out=None: rope(k, cos, sin, a.rope_fp32, out=out)             # noqa: E731
         else:
-            q, k = apply_rope(q, cos, sin, a.rope_fp32), apply_rope(k, cos, sin, a.rope_fp32)
-        if cache is not None and not self.triton:   # write this window's k/v in place, attend over every column
-            k, v = cache.update(self.layer, k, v)
+            rope = apply_rope
+            rope_k = lambda out=None: (apply_rope(k, cos, sin, a.rope_fp32) if out is None  # noqa: E731
+                                       else out.copy_(apply_rope(k, cos, sin, a.rope_fp32)))
+        q = rope(q, cos, sin, a.rope_fp32)
+        if cache is not None:   # write this window's k/v in place, attend over every cached column
+            k, v = cache.update(self.layer, None, v, k_writer=rope_k)
+        else:
+            k = rope_k()
         if a.causal:
             # query i sits at key column start + i (start = the cache's write column, 0 without a
             # cache) and sees keys j <= start + i; skipped when that already admits every key
