@@ -79,9 +79,13 @@ class ConstrainedRows:
             scores = propose(logits)[1]
         return torch.where(masked, witness, xblk), scores
 
-    def complete(self, logits, xcols):
-        """Early commit: logits [B, W, V] and tokens [B, W] of the columns from the active block's
-        start to the end -> the witness for all of them (masked ones filled)."""
+    def finish_block(self, x, blk):
+        """Nothing to do: every commit came from a witness, so a block's masks are its schedule's."""
+
+    def complete(self, logits, x, col: int, rows=None):
+        """Early commit: logits [B, W, V] of canvas columns col.. (the active block's start to the
+        end) -> the witness for all of them (masked ones filled)."""
+        xcols = x[:, col:]
         logp = torch.log_softmax(logits.float(), -1)
         feas = self.lat.accept.expand(xcols.shape[0], -1)
         witness, ok = self.lat.witness(logp, xcols, xcols == self.mask_id, self.state, feas)

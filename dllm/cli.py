@@ -42,6 +42,8 @@ _HELP = {
     "regex": "constrain the answer to this regular expression",
     "json_schema": "constrain the answer to the JSON schema in FILE",
     "grammar": "constrain the answer to the grammar in FILE",
+    "grammar_mode": "cfg: check the grammar itself per commit (unbounded nesting); regex: a depth-bounded "
+                     "regex of it through the DINGO program (also what autoregressive models use)",
     "stop": "cut the answer before this string (repeatable)",
     "trace": "record what each step commits (included in --json output)",
     "factor": "factor scheduler: commit the top n with c(j) >= 1 - factor/(j+1)",

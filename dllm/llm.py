@@ -149,15 +149,23 @@ class LLM:
             from dllm.constraints.json_schema import schema_to_regex
 
             pattern = schema_to_regex(params.json_schema)
-        if params.grammar is not None:
+        cfg = params.grammar is not None and params.grammar_mode == "cfg" and not self.args.causal \
+            and params.scheduler != "apd"
+        if params.grammar is not None and not cfg:   # autoregressive models take the regex form
             from dllm.constraints.grammar import grammar_to_regex
 
             pattern = grammar_to_regex(params.grammar)
-        if pattern is None and not templated:
+        if pattern is None and not templated and not cfg:
             return None
         if self.tokenizer is None:
             raise TokenizerError(f"{str(self.path)!r} has no tokenizer files; constraints and templates need them.")
-        from dllm.constraints.regex import compile_regex
+        from dllm.constraints.regex import _vocab, compile_regex
+
+        if cfg:
+            from dllm.constraints.cfg import compile_grammar
+            from dllm.constraints.cfg_rows import GrammarConstraint
+
+            return GrammarConstraint(compile_grammar(params.grammar), _vocab(self.tokenizer, self.args.vocab_size).tb)
 
         return compile_regex(pattern if pattern is not None else r"[\s\S]*", self.tokenizer, self.args.vocab_size)
 

@@ -77,6 +77,9 @@ class SamplingParams:
     regex: Optional[str] = None
     json_schema: Optional[dict] = None
     grammar: Optional[str] = None
+    # "cfg": the grammar itself, checked per commit (unbounded nesting; constraints/cfg.py);
+    # "regex": a depth-bounded regex of it through the DINGO program (constraints/grammar.py)
+    grammar_mode: str = "cfg"
     stop: tuple = field(default_factory=tuple)
     trace: bool = False
 
@@ -169,6 +172,8 @@ class SamplingParams:
             v = getattr(self, name)
             if not _is_int(v) or v < 0:
                 bad(f"{name} must be an integer >= 0, got {v!r}.")
+        if self.grammar_mode not in ("cfg", "regex"):
+            bad(f"grammar_mode must be 'cfg' or 'regex', got {self.grammar_mode!r}.")
         if self.regex is not None and self.json_schema is not None:
             bad("give either regex or json_schema, not both.")
         if self.regex is not None:
@@ -188,9 +193,14 @@ class SamplingParams:
                 bad(f"grammar must be Lark grammar text, got {type(self.grammar).__name__}.")
             if self.regex is not None or self.json_schema is not None:
                 bad("give one of regex, json_schema and grammar, not several.")
-            from dllm.constraints.grammar import grammar_to_regex
+            if self.grammar_mode == "cfg":
+                from dllm.constraints.cfg import compile_grammar
 
-            grammar_to_regex(self.grammar)   # raises ConstraintError for a grammar that does not compile
+                compile_grammar(self.grammar)    # raises ConstraintError for a grammar that does not compile
+            else:
+                from dllm.constraints.grammar import grammar_to_regex
+
+                grammar_to_regex(self.grammar)
         if not all(isinstance(s, str) and s for s in self.stop):
             bad("stop must be a list of non-empty strings.")
 

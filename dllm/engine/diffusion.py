@@ -68,7 +68,12 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     if dfa is not None:
         from dllm.constraints.runtime import ConstrainedRows
 
-        constraint = ConstrainedRows(dfa, stop_ids, canvas, params.temperature, gen, params.remasking)
+        from dllm.constraints.cfg_rows import GrammarConstraint, GrammarRows
+
+        if isinstance(dfa, GrammarConstraint):   # a CFG: checks with reject-and-repick
+            constraint = GrammarRows(dfa, stop_ids, canvas)
+        else:
+            constraint = ConstrainedRows(dfa, stop_ids, canvas, params.temperature, gen, params.remasking)
         if not bool(constraint.completable(canvas.x).all()):
             raise ConstraintError(
                 f"no answer of at most {params.max_new_tokens} tokens satisfies the constraint"
@@ -135,7 +140,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 wide, wlo = (st.wide, st.wide_start) if st.wide is not None and st.wide_start <= blk.start \
                     and st.wide_start + st.wide.shape[1] == L else st.extra(blk.start)
                 if constraint is not None:
-                    wtok = constraint.complete(wide[:, blk.start - wlo:], x[:, blk.start:])
+                    wtok = constraint.complete(wide[:, blk.start - wlo:], x, blk.start, fill)
                     wlo = blk.start
                 else:
                     wtok, _ = propose(wide, **propose_kw)
@@ -144,6 +149,8 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 masked = masked & ~fill[:, None]
                 st.masked = masked
             commit = sched.select(st) & masked
+            if constraint is not None and getattr(constraint, "checks", False):   # CFG: vet the commits
+                commit, tokens = constraint.select(commit, tokens, scores, x, blk)
             x[:, blk] = torch.where(commit, tokens, x[:, blk])
             if eot:   # end-of-text prediction: everything after a row's first stop token is that token
                 _fill_after_stop(x, P, stop, mask_id)
@@ -153,6 +160,8 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             if params.trace:
                 _record(results, active, before, x, scores, blk, P, global_step, b, mask_id)
             global_step += 1
+        if constraint is not None:
+            constraint.finish_block(x, blk)
         answer = x[:, P:]
         done = (torch.isin(answer[:, :blk.stop - P], stop).any(1) | (answer != mask_id).all(1)).tolist()
         if any(done):  # finished requests leave the batch: write them back, keep the others

@@ -1,0 +1,407 @@
+"""Context-free grammar constraints for diffusion decoding: can a canvas with gaps still be completed?
+
+The grammar is Lark text; lark compiles it and its BNF rules (after EBNF expansion) are used as
+a CFG whose terminals are regular languages over bytes (each terminal's regex, preceded by any
+number of %ignore terminals, through the byte DFA of constraints/regex.py). Lexing is free, as
+in lark's Earley parser with lexer="dynamic_complete".
+
+A partly decoded answer (fixed tokens, masked slots, end tokens) is a linear automaton over bytes,
+positions 0..n:
+  fixed token                      -> one transition per byte of the token
+  k masked slots before fixed text -> k any-byte transitions, then a loop on every byte (a token
+                                      has at least one byte, possibly many: Sigma^k Sigma*)
+  masked slots at the end          -> a loop on every byte (the answer may end in them), plus a
+                                      budget: the shortest completion must fit in one byte per slot
+and the canvas is completable iff L(G) meets that automaton (Bar-Hillel), with the tail budget
+met. Both approximations are the additive-infilling reduction of constrained-diffusion (arXiv
+2508.10111) refined by slot counts: a middle gap may be granted more bytes than its tokens can
+spell (an over-approximation: the runtime backtracks when that happens), and the tail is only
+granted completions that single-byte tokens can spell (an under-approximation, so a canvas
+that passes always has a completion and decoding never runs out of room).
+
+The check is an Earley recogniser whose positions are the automaton's states; a loop at p lets
+terminals span (p, p). Terminals are lexed lazily (only those predicted at a position) and a new
+canvas reuses the chart of the previous one up to the first byte where they differ, so checking
+a candidate token costs the part of the answer after it.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from dllm.errors import ConstraintError
+
+ANY = 256      # an any-byte transition in the linear automaton
+INF = 1 << 30
+
+
+class _Term:
+    """One terminal's byte DFA, with cached transitions on sets of states."""
+
+    def __init__(self, name: str, bd):
+        self.name = name
+        n = bd.n
+        rows = bd.table[:n].tolist()
+        self.rows = rows
+        self.accept = frozenset(int(s) for s in range(n) if bd.accept[s])
+        self.start = frozenset([int(bd.start)])
+        succ = [frozenset(t for t in set(r) if t != n) for r in rows]
+        self.any = succ
+        closure = []
+        for s in range(n):                       # states reachable from s (s included)
+            seen, todo = {s}, [s]
+            while todo:
+                for t in succ[todo.pop()]:
+                    if t not in seen:
+                        seen.add(t)
+                        todo.append(t)
+            closure.append(frozenset(seen))
+        self.closure = closure
+        # dist[s]: fewest bytes from s to acceptance (BFS backwards)
+        dist = [INF] * n
+        preds = [[] for _ in range(n)]
+        for s in range(n):
+            for t in succ[s]:
+                preds[t].append(s)
+        frontier = [s for s in self.accept]
+        for s in frontier:
+            dist[s] = 0
+        while frontier:
+            nxt = []
+            for t in frontier:
+                for s in preds[t]:
+                    if dist[s] == INF:
+                        dist[s] = dist[t] + 1
+                        nxt.append(s)
+            frontier = nxt
+        self.dist = dist
+        self._step, self._close, self._acc = {}, {}, {}
+
+    def step(self, S: frozenset, b: int) -> frozenset:
+        key = (S, b)
+        out = self._step.get(key)
+        if out is None:
+            if b == ANY:
+                out = frozenset().union(*(self.any[s] for s in S))
+            else:
+                dead = len(self.rows)
+                out = frozenset(t for t in (self.rows[s][b] for s in S) if t != dead)
+            self._step[key] = out
+        return out
+
+    def close(self, S: frozenset) -> frozenset:
+        out = self._close.get(S)
+        if out is None:
+            out = self._close[S] = frozenset().union(*(self.closure[s] for s in S))
+        return out
+
+    def accepts(self, S: frozenset) -> bool:
+        out = self._acc.get(S)
+        if out is None:
+            out = self._acc[S] = not self.accept.isdisjoint(S)
+        return out
+
+    def remaining(self, S: frozenset) -> int:
+        return min((self.dist[s] for s in S), default=INF)
+
+
+class Grammar:
+    """A Lark grammar compiled for the check. Symbols: nonterminal i >= 0, terminal t as ~t (< 0)."""
+
+    def __init__(self, text: str, start: str = "start"):
+        from dllm.constraints.regex import _byte_dfa, _char_fsm
+
+        try:
+            from lark import Lark
+        except ImportError:   # pragma: no cover - lark is a dependency
+            raise ConstraintError("grammar constraints need the lark package (pip install lark).") from None
+        try:
+            parser = Lark(text, start=start, parser="earley", lexer="dynamic_complete")
+        except Exception as e:   # lark raises LarkError and, for some malformed grammars, plain exceptions
+            raise ConstraintError(f"the grammar does not compile: {' '.join(str(e).split())[:300]}") from None
+        regex = {}
+        for t in parser.terminals:
+            if t.pattern.flags:
+                raise ConstraintError(f"terminal {t.name} uses regex flags {sorted(t.pattern.flags)}, which grammar "
+                                      "constraints do not support.")
+            regex[t.name] = t.pattern.to_regexp()
+        ignore = "|".join(f"(?:{regex[n]})" for n in parser.ignore_tokens)
+        skip = f"(?:{ignore})*" if ignore else ""
+
+        def term(name, pattern):
+            fsm, segments = _char_fsm(pattern)
+            try:
+                return _Term(name, _byte_dfa(fsm, segments, pattern))
+            except ConstraintError:
+                raise ConstraintError(f"terminal {name} matches no string.") from None
+
+        names = sorted(regex)
+        self.terms = [term(n, f"{skip}(?:{regex[n]})") for n in names]
+        tid = {n: i for i, n in enumerate(names)}
+        nts = sorted({r.origin.name for r in parser.rules})
+        if start not in nts:
+            raise ConstraintError(f"the grammar has no {start!r} rule.")
+        nid = {n: i for i, n in enumerate(nts)}
+        self.root = len(nts)                                   # root -> start [trailing ignores]
+        self.rules = [(nid[r.origin.name], tuple(~tid[s.name] if s.is_term else nid[s.name] for s in r.expansion))
+                      for r in parser.rules]
+        self.rules.append((self.root, (nid[start],)))
+        if ignore:
+            self.terms.append(term("%ignore", f"(?:{ignore})+"))
+            self.rules.append((self.root, (nid[start], ~(len(self.terms) - 1))))
+        self.by_lhs = [[] for _ in range(len(nts) + 1)]
+        for i, (lhs, _) in enumerate(self.rules):
+            self.by_lhs[lhs].append(i)
+        self.root_rules = frozenset(self.by_lhs[self.root])
+        # minlen: fewest bytes a symbol derives (fixed point); INF for unproductive nonterminals
+        self.tmin = [min((t.dist[s] for s in t.start), default=INF) for t in self.terms]
+        minlen = [INF] * (len(nts) + 1)
+        changed = True
+        while changed:
+            changed = False
+            for lhs, rhs in self.rules:
+                v = sum(self.tmin[~s] if s < 0 else minlen[s] for s in rhs)
+                if v < minlen[lhs]:
+                    minlen[lhs], changed = v, True
+        self.minlen = minlen
+        if minlen[self.root] >= INF:
+            raise ConstraintError("the grammar derives no finite string.")
+        # suffix minima of every rule: tail[r][d] = fewest bytes rhs[d:] derives
+        self.tail = []
+        for _, rhs in self.rules:
+            acc = [0] * (len(rhs) + 1)
+            for d in range(len(rhs) - 1, -1, -1):
+                s = rhs[d]
+                acc[d] = min(INF, acc[d + 1] + (self.tmin[~s] if s < 0 else minlen[s]))
+            self.tail.append(acc)
+
+
+@lru_cache(maxsize=64)
+def compile_grammar(text: str, start: str = "start") -> Grammar:
+    return Grammar(text, start)
+
+
+class Text:
+    """The linear automaton of one canvas: sym[i] (byte or ANY) from position i to i + 1,
+    loop[i] (a loop on every byte at i), budget (bytes the tail may add; None: no tail)."""
+    __slots__ = ("sym", "loop", "budget")
+
+    def __init__(self, sym: list, loop: list, budget):
+        self.sym, self.loop, self.budget = sym, loop, budget
+
+
+def canvas_text(slots, mask_id: int, stops: frozenset, tb: list) -> Text | None:
+    """Answer slots (token ids) -> Text, or None when the canvas is already invalid (a token
+    without bytes, or fixed text after an end token)."""
+    N = len(slots)
+    end = next((i for i, t in enumerate(slots) if t in stops), N)
+    if any(t != mask_id and t not in stops for t in slots[end:]):
+        return None
+    last = max((i for i in range(end) if slots[i] != mask_id), default=-1)
+    sym, loop = [], [False]
+    i = 0
+    while i <= last:
+        t = slots[i]
+        if t == mask_id:
+            j = i
+            while slots[j] == mask_id:
+                j += 1
+            sym.extend([ANY] * (j - i))
+            loop.extend([False] * (j - i))
+            loop[-1] = True
+            i = j
+            continue
+        b = tb[t] if 0 <= t < len(tb) else None
+        if not b:
+            return None
+        sym.extend(b)
+        loop.extend([False] * len(b))
+        i += 1
+    budget = end - last - 1 if last < end - 1 else None
+    if budget is not None:
+        loop[-1] = True
+    return Text(sym, loop, budget)
+
+
+class _Set:
+    __slots__ = ("wait", "twait", "tends", "items")
+
+    def __init__(self):
+        self.wait, self.twait, self.tends, self.items = {}, {}, {}, set()
+
+
+class Chart:
+    """Earley sets over a Text; `ok` says whether the canvas is completable.
+
+    A Text with a tail is charted without its tail loop (the answer ending at the fixed text),
+    and ok = the shortest completion fits the tail's budget."""
+    __slots__ = ("g", "text", "sets", "reach", "ok")
+
+    def __init__(self, g: Grammar, text: Text, base: "Chart | None" = None):
+        if text.budget is not None:
+            loop = list(text.loop)
+            loop[-1] = False
+            text = Text(text.sym, loop, text.budget)
+        self.g, self.text = g, text
+        sym, loop = text.sym, text.loop
+        n = len(sym)
+        c = 0
+        if base is not None:
+            # set k depends on sym[:k] and loop[:k + 1]: reuse base's sets while those agree
+            bs, bl = base.text.sym, base.text.loop
+            m = min(n, len(bs))
+            while c <= m and loop[c] == bl[c] and (c == 0 or sym[c - 1] == bs[c - 1]):
+                c += 1
+        if c == 0:
+            self.sets, self.reach = [None] * (n + 1), [{} for _ in range(n + 1)]
+            pending = [[] for _ in range(n + 1)]
+            pending[0] = [(r, 0, 0) for r in g.by_lhs[g.root]]
+        else:
+            self.sets = base.sets[:c] + [None] * (n + 1 - c)
+            self.reach = base.reach[:c] + [{} for _ in range(n + 1 - c)]
+            pending = [[] for _ in range(n + 1)]
+            for j in range(c):                     # terminals lexed from j that ran into the change
+                s = self.sets[j]
+                if s is None:
+                    continue
+                stale = [t for t, r in self.reach[j].items() if r >= c - 1]
+                if not stale:
+                    continue
+                self.reach[j] = reach = dict(self.reach[j])
+                for t in stale:
+                    ends, reach[t] = self._scan(t, j)
+                    for q in ends:
+                        if q >= c:
+                            pending[q].extend((r, d + 1, o) for r, d, o in s.twait[t])
+        for k in range(c, n + 1):
+            if pending[k]:
+                self._process(k, pending)
+        if text.budget is None:
+            last = self.sets[n]
+            self.ok = last is not None and any(r in g.root_rules and o == 0 and d == len(g.rules[r][1])
+                                               for r, d, o in last.items)
+        else:
+            self.ok = self.shortest_completion() <= text.budget
+
+    def _scan(self, t: int, k: int):
+        """Terminal t lexed from position k -> (end positions, last position where it was alive)."""
+        T, sym, loop = self.g.terms[t], self.text.sym, self.text.loop
+        n, S, ends, i = len(sym), T.start, [], k
+        while True:
+            if loop[i]:
+                S = T.close(S)
+            if T.accepts(S):
+                ends.append(i)
+            if i == n:
+                break
+            S = T.step(S, sym[i])
+            if not S:
+                break
+            i += 1
+        return ends, i
+
+    def _process(self, k: int, pending):
+        g, rules, sets = self.g, self.g.rules, self.sets
+        st = _Set()
+        sets[k] = st
+        items, wait, twait, tends = st.items, st.wait, st.twait, st.tends
+        done, completed = set(), set()
+        reach = self.reach[k]
+        work = pending[k]
+        pending[k] = None
+        while work:
+            it = work.pop()
+            if it in items:
+                continue
+            items.add(it)
+            r, d, o = it
+            lhs, rhs = rules[r]
+            if d == len(rhs):                      # complete lhs over (o, k)
+                if o == k:
+                    if lhs not in done:
+                        done.add(lhs)
+                        work.extend((pr, pd + 1, po) for pr, pd, po in wait.get(lhs, ()))
+                elif (lhs, o) not in completed:
+                    completed.add((lhs, o))
+                    work.extend((pr, pd + 1, po) for pr, pd, po in sets[o].wait.get(lhs, ()))
+                continue
+            x = rhs[d]
+            if x >= 0:                             # predict
+                lst = wait.get(x)
+                if lst is None:
+                    wait[x] = [it]
+                    work.extend((r2, 0, k) for r2 in g.by_lhs[x])
+                else:
+                    lst.append(it)
+                if x in done:
+                    work.append((r, d + 1, o))
+            else:                                  # scan a terminal
+                t = ~x
+                lst = twait.get(t)
+                if lst is None:
+                    twait[t] = [it]
+                    ends, reach[t] = self._scan(t, k)
+                    tends[t] = ends
+                else:
+                    lst.append(it)
+                adv = (r, d + 1, o)
+                for q in tends[t]:
+                    if q == k:
+                        work.append(adv)
+                    else:
+                        pending[q].append(adv)
+
+    def shortest_completion(self) -> int:
+        """Fewest bytes that, appended to the text, complete the answer (INF if none): over the
+        items at the end position and the terminals still being lexed there, the rest of the item
+        plus the cheapest way to finish the items enclosing it (a shortest path over
+        (nonterminal, origin) nodes up to (root, 0), by Bellman-Ford relaxation)."""
+        g, sets, text = self.g, self.sets, self.text
+        n = len(text.sym)
+        starts = []                                   # (bytes to finish the item itself, lhs, origin)
+        last = sets[n]
+        if last is not None:
+            starts += [(g.tail[r][d], g.rules[r][0], o) for r, d, o in last.items]
+        for j in range(n + 1):
+            s = sets[j]
+            if s is None:
+                continue
+            for t, r in self.reach[j].items():
+                if r < n:
+                    continue
+                rest = g.terms[t].remaining(_run_state(g.terms[t], text, j, n))
+                if 0 < rest < INF:
+                    starts += [(rest + g.tail[pr][pd + 1], g.rules[pr][0], po) for pr, pd, po in s.twait[t]]
+        starts = [s for s in starts if s[0] < INF]
+        if not starts:
+            return INF
+        edges, todo = {}, [(lhs, o) for _, lhs, o in starts]
+        while todo:                                   # the nodes and their edges to enclosing items
+            node = todo.pop()
+            if node in edges:
+                continue
+            lhs, o = node
+            out = [] if lhs == g.root else [(g.tail[pr][pd + 1], (g.rules[pr][0], po))
+                                            for pr, pd, po in sets[o].wait.get(lhs, ())]
+            edges[node] = out
+            todo.extend(p for w, p in out if w < INF and p not in edges)
+        dist = {node: INF for node in edges}
+        if (g.root, 0) in dist:
+            dist[(g.root, 0)] = 0
+        changed = True
+        while changed:
+            changed = False
+            for node, out in edges.items():
+                for w, p in out:
+                    v = w + dist[p] if w < INF else INF
+                    if v < dist[node]:
+                        dist[node], changed = v, True
+        return min(min(w + dist[(lhs, o)], INF) for w, lhs, o in starts)
+
+
+def _run_state(T: _Term, text: Text, j: int, n: int) -> frozenset:
+    S = T.start
+    for i in range(j, n):
+        if text.loop[i]:
+            S = T.close(S)
+        S = T.step(S, text.sym[i])
+    return S
