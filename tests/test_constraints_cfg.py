@@ -252,3 +252,17 @@ def test_errors():
         SamplingParams(grammar='start: "(" start ")"')
     with pytest.raises(Exception, match="grammar_mode"):
         SamplingParams(grammar='start: "a"', grammar_mode="lalr")
+
+
+def test_multibyte_characters_under_byte_level_bpe(llm):
+    """Terminals over é and 東京: tokens that are partial UTF-8 sequences may only be committed
+    where the bytes can still complete a character the grammar allows."""
+    src = 'start: "{" NAME ("," NAME)* "}"\nNAME: /[é東京a]+/\n'
+    for seed in range(2):
+        for tpl in (None, ["{東", 5, "}"]):
+            prompt = {"prompt_token_ids": [5, 9]} if tpl is None else {"prompt": "x", "template": tpl}
+            out = llm.generate([prompt], SamplingParams(max_new_tokens=20, block_length=10, grammar=src,
+                                                         temperature=1.0, seed=seed))[0]
+            assert parses(src, out.text), out.text
+            if tpl is not None:
+                assert out.text.startswith("{東") and out.text.endswith("}")
