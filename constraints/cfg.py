@@ -108,23 +108,10 @@ class Grammar:
     """A Lark grammar compiled for the check. Symbols: nonterminal i >= 0, terminal t as ~t (< 0)."""
 
     def __init__(self, text: str, start: str = "start"):
+        from dllm.constraints.grammar import load_lark
         from dllm.constraints.regex import _byte_dfa, _char_fsm
 
-        try:
-            from lark import Lark
-        except ImportError:   # pragma: no cover - lark is a dependency
-            raise ConstraintError("grammar constraints need the lark package (pip install lark).") from None
-        try:
-            parser = Lark(text, start=start, parser="earley", lexer="dynamic_complete")
-        except Exception as e:   # lark raises LarkError and, for some malformed grammars, plain exceptions
-            raise ConstraintError(f"the grammar does not compile: {' '.join(str(e).split())[:300]}") from None
-        regex = {}
-        for t in parser.terminals:
-            if t.pattern.flags:
-                raise ConstraintError(f"terminal {t.name} uses regex flags {sorted(t.pattern.flags)}, which grammar "
-                                      "constraints do not support.")
-            regex[t.name] = t.pattern.to_regexp()
-        ignore = "|".join(f"(?:{regex[n]})" for n in parser.ignore_tokens)
+        parser, regex, ignore = load_lark(text, start)
         skip = f"(?:{ignore})*" if ignore else ""
 
         def term(name, pattern):

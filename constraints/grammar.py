@@ -25,18 +25,16 @@ from dllm.errors import ConstraintError
 DEPTH = 3
 
 
-@lru_cache(maxsize=64)
-def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH) -> str:
+def load_lark(grammar: str, start: str = "start"):
+    """Compile Lark text with lark -> (parser, {terminal name: regex}, ignore regex or "").
+    Shared by both grammar modes (this file's regex and constraints/cfg.py's CFG check)."""
     try:
         from lark import Lark
-        from lark.exceptions import LarkError
     except ImportError:   # pragma: no cover - lark is a dependency
         raise ConstraintError("grammar constraints need the lark package (pip install lark).") from None
     try:
         parser = Lark(grammar, start=start, parser="earley", lexer="dynamic_complete")
-    except LarkError as e:
-        raise ConstraintError(f"the grammar does not compile: {' '.join(str(e).split())[:300]}") from None
-    except Exception as e:   # lark raises plain exceptions for some malformed grammars
+    except Exception as e:   # lark raises LarkError and, for some malformed grammars, plain exceptions
         raise ConstraintError(f"the grammar does not compile: {' '.join(str(e).split())[:300]}") from None
     terminals = {}
     for t in parser.terminals:
@@ -44,7 +42,12 @@ def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH) -> 
             raise ConstraintError(f"terminal {t.name} uses regex flags {sorted(t.pattern.flags)}, which grammar "
                                   "constraints do not support.")
         terminals[t.name] = t.pattern.to_regexp()
-    ignore = "|".join(f"(?:{terminals[n]})" for n in parser.ignore_tokens)
+    return parser, terminals, "|".join(f"(?:{terminals[n]})" for n in parser.ignore_tokens)
+
+
+@lru_cache(maxsize=64)
+def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH) -> str:
+    parser, terminals, ignore = load_lark(grammar, start)
     skip = f"(?:{ignore})*" if ignore else ""
     rules: dict[str, list[list]] = {}
     for r in parser.rules:
