@@ -140,7 +140,7 @@ class Grammar:
             self.by_lhs[lhs].append(i)
         self.root_rules = frozenset(self.by_lhs[self.root])
         # minlen: fewest bytes a symbol derives (fixed point); INF for unproductive nonterminals
-        self.tmin = [min((t.dist[s] for s in t.start), default=INF) for t in self.terms]
+        self.tmin = [t.remaining(t.start) for t in self.terms]
         minlen = [INF] * (len(nts) + 1)
         changed = True
         while changed:
@@ -221,7 +221,7 @@ class Chart:
 
     A Text with a tail is charted without its tail loop (the answer ending at the fixed text),
     and ok = the shortest completion fits the tail's budget."""
-    __slots__ = ("g", "text", "sets", "reach", "ok")
+    __slots__ = ("g", "text", "sets", "reach", "at_end", "ok")
 
     def __init__(self, g: Grammar, text: Text, base: "Chart | None" = None):
         if text.budget is not None:
@@ -229,6 +229,7 @@ class Chart:
             loop[-1] = False
             text = Text(text.sym, loop, text.budget)
         self.g, self.text = g, text
+        self.at_end = {}     # (position, terminal) -> DFA states of a run still alive at the end
         sym, loop = text.sym, text.loop
         n = len(sym)
         c = 0
@@ -279,6 +280,7 @@ class Chart:
             if T.accepts(S):
                 ends.append(i)
             if i == n:
+                self.at_end[k, t] = S
                 break
             S = T.step(S, sym[i])
             if not S:
@@ -348,16 +350,11 @@ class Chart:
         last = sets[n]
         if last is not None:
             starts += [(g.tail[r][d], g.rules[r][0], o) for r, d, o in last.items]
-        for j in range(n + 1):
-            s = sets[j]
-            if s is None:
-                continue
-            for t, r in self.reach[j].items():
-                if r < n:
-                    continue
-                rest = g.terms[t].remaining(_run_state(g.terms[t], text, j, n))
-                if 0 < rest < INF:
-                    starts += [(rest + g.tail[pr][pd + 1], g.rules[pr][0], po) for pr, pd, po in s.twait[t]]
+        # terminals still being lexed at n: every such run was (re)scanned for this text
+        for (j, t), S in self.at_end.items():
+            rest = g.terms[t].remaining(S)
+            if 0 < rest < INF:
+                starts += [(rest + g.tail[pr][pd + 1], g.rules[pr][0], po) for pr, pd, po in sets[j].twait[t]]
         starts = [s for s in starts if s[0] < INF]
         if not starts:
             return INF
@@ -384,11 +381,3 @@ class Chart:
                         dist[node], changed = v, True
         return min(min(w + dist[(lhs, o)], INF) for w, lhs, o in starts)
 
-
-def _run_state(T: _Term, text: Text, j: int, n: int) -> frozenset:
-    S = T.start
-    for i in range(j, n):
-        if text.loop[i]:
-            S = T.close(S)
-        S = T.step(S, text.sym[i])
-    return S

@@ -21,6 +21,9 @@ import torch
 from dllm.constraints.cfg import Chart, Grammar, canvas_text
 from dllm.errors import ConstraintError
 
+_STUCK = "the grammar constraint cannot fill a gap of the template with its number of tokens; widen the gap or " \
+         "change the template."
+
 
 @dataclass
 class GrammarConstraint:
@@ -30,8 +33,6 @@ class GrammarConstraint:
 
 
 class GrammarRows:
-    checks = True           # the engine asks select() to vet the scheduler's commits
-
     def __init__(self, gc: GrammarConstraint, stop_ids, canvas, alternates: int = 8):
         self.g, self.tb = gc.grammar, gc.token_bytes
         self.stops = frozenset(int(s) for s in stop_ids)
@@ -47,8 +48,8 @@ class GrammarRows:
 
     # ---- the interface shared with ConstrainedRows ----------------------------------------------
     def completable(self, x) -> torch.Tensor:
-        ok = [self._check(r, row) is not None for r, row in enumerate(x[:, self.P:].tolist())]
-        return torch.tensor(ok, device=x.device)
+        self.charts = [self._check(r, row) for r, row in enumerate(x[:, self.P:].tolist())]
+        return torch.tensor([c is not None for c in self.charts], device=x.device)
 
     def begin_block(self, x, blk):
         self.ltr = [False] * len(self.ltr)
@@ -67,7 +68,7 @@ class GrammarRows:
     def select(self, commit, tokens, scores, x, blk):
         """Vet the scheduler's commit [B, W] -> (commit, tokens) where every committed token keeps
         its row completable; rows that get stuck backtrack (x is changed in place)."""
-        dev, W, off = commit.device, commit.shape[1], blk.start - self.P
+        dev, off = commit.device, blk.start - self.P
         commit_c, tok_c = commit.cpu(), tokens.cpu().clone()
         masked_c = (x[:, blk] == self.mask_id).cpu()
         score_c = scores.float().cpu().masked_fill(~masked_c, float("-inf"))
@@ -94,8 +95,7 @@ class GrammarRows:
                 i = self._backtrack(r, slots, x, blk)
                 t = self._pick(r, slots, off + i, self._candidates(r, i, int(tok_c[r, i]), wide=True))
                 if t is None:
-                    raise ConstraintError("the grammar constraint cannot fill a gap of the template with its number "
-                                          "of tokens; widen the gap or change the template.")
+                    raise ConstraintError(_STUCK)
                 out[r, i], tok_c[r, i] = True, t
         return out.to(dev), tok_c.to(dev)
 
@@ -177,6 +177,5 @@ class GrammarRows:
             lg = logits[j]
             t = self._pick(r, slots, a, self._candidates(r, j, int(lg.argmax()), wide=True, logits=lg))
             if t is None:
-                raise ConstraintError("the grammar constraint cannot fill a gap of the template with its number "
-                                      "of tokens; widen the gap or change the template.")
+                raise ConstraintError(_STUCK)
         return torch.tensor(slots, device=xrow.device)

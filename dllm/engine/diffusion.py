@@ -149,7 +149,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 masked = masked & ~fill[:, None]
                 st.masked = masked
             commit = sched.select(st) & masked
-            if constraint is not None and getattr(constraint, "checks", False):   # CFG: vet the commits
+            if constraint is not None:   # a CFG vets the commits (reject and re-pick); DINGO's are valid
                 commit, tokens = constraint.select(commit, tokens, scores, x, blk)
             x[:, blk] = torch.where(commit, tokens, x[:, blk])
             if eot:   # end-of-text prediction: everything after a row's first stop token is that token
