@@ -42,9 +42,12 @@ class LLM:
 
     LLM("path/to/LLaDA-8B-Instruct", device="cuda", dtype="bfloat16").generate(prompts, params)
     kernels: "auto" | "triton" | "torch" (default: $DLLM_KERNELS, else "auto"), see dllm/kernels.
+    graphs: "auto" | "cuda" | "compile" | "none" (default: $DLLM_GRAPHS, else "auto"): how the cached
+    steps of a block are replayed, see dllm/engine/graphs.py.
     """
 
-    def __init__(self, model, device=None, dtype=None, kernels: str | None = None):
+    def __init__(self, model, device=None, dtype=None, kernels: str | None = None, graphs: str | None = None):
+        from dllm.engine.graphs import resolve_graphs
         from dllm.kernels import resolve_kernels
         from dllm.models import load_model
         from dllm.tokenizer import Tokenizer
@@ -53,6 +56,9 @@ class LLM:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.kernels = resolve_kernels(kernels, self.device)
+        self.graphs = resolve_graphs(graphs, self.device)
+        if self.graphs == "compile" and self.kernels == "triton" and self.device.type != "cuda":
+            raise DllmError("graphs='compile' cannot trace Triton's CPU interpreter; use kernels='torch' on a CPU.")
         self.model, self.args = load_model(self.path, self.device, self.dtype)
         if hasattr(self.model, "set_kernels"):
             self.model.set_kernels(self.kernels)
@@ -69,6 +75,7 @@ class LLM:
         self.path, self.device, self.dtype = Path(name), p.device, p.dtype
         from dllm.kernels import resolve_kernels
         self.kernels = resolve_kernels(None, self.device)
+        self.graphs = "none"   # any model object: its forward need not be capturable
         self.model, self.args, self.tokenizer = model, args, tokenizer
         self._set_stop_ids()
         return self
@@ -235,7 +242,8 @@ class LLM:
         else:
             rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
                                       model_path=str(self.path), on_step=on_step, dfa=dfa,
-                                      answers=answers if templated else None, kernels=self.kernels)
+                                      answers=answers if templated else None, kernels=self.kernels,
+                                      graphs=self.graphs)
         elapsed = time.perf_counter() - t0
         return [self._output(p, r, params, elapsed) for p, r in zip(ids, rows)]
 

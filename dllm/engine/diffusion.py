@@ -50,10 +50,11 @@ class SchedulerEnv:
 @torch.no_grad()
 def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_ids,
                        pad_id: int, model_path=None, on_step=None, dfa=None, answers=None,
-                       kernels: str = "torch") -> list[RowResult]:
+                       kernels: str = "torch", graphs: str = "none") -> list[RowResult]:
     """dfa: the compiled constraint (constraints/regex.py TokenDFA) or None; answers: per-row
     initial answer slots (templates) or None. on_step(step: Step): called after each step's
-    selection (tools such as train-filter)."""
+    selection (tools such as train-filter). graphs: "cuda" | "compile" | "none", how cached steps
+    run (engine/graphs.py)."""
     device = next(model.parameters()).device
     mask_id = args.mask_token_id
     canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device, answers)
@@ -81,7 +82,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 + "; allow more tokens or relax the constraint.")
     eot = params.eot_prediction and bool(stop_ids)
     results = [RowResult(answer=[]) for _ in prompts]
-    runner = BlockRunner(model, args, params, canvas, len(prompts))
+    runner = BlockRunner(model, args, params, canvas, len(prompts), graphs)
     forward_cost = 2 if runner.cfg else 1
     active = list(range(len(prompts)))
     rows = torch.arange(len(prompts), device=device)

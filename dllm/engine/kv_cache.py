@@ -9,6 +9,8 @@ Here the keys/values of every canvas column live in one preallocated buffer per 
 [B, Hkv, L, hd] in the model dtype; a forward over a window of columns writes its fresh
 keys/values into the buffer by index and attends over all L columns, which is the same
 computation as the reference's concatenation (prefix) and in-place replacement (dual).
+The layers' buffers are separate tensors (not views of one): torch.compile then writes a
+window in place instead of copying the whole buffer back (engine/graphs.py).
 """
 from __future__ import annotations
 
@@ -19,30 +21,37 @@ from dllm.models.config import ModelArgs
 
 class KVCache:
     def __init__(self, args: ModelArgs, batch: int, length: int, dtype, device):
-        shape = (args.n_layers, batch, args.n_kv_heads, length, args.head_dim)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        shape = (batch, args.n_kv_heads, length, args.head_dim)
+        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(args.n_layers)]
+        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(args.n_layers)]
         self.length = length
         self.start = 0          # canvas column of the first row of the window being run
+        self.cols = None        # or the window's columns as a [T] device tensor (a replayable step)
 
     def update(self, layer: int, k, v, k_writer=None):
         """Write the window's k, v [B, Hkv, T, hd] at columns [start, start + T); return all L columns.
-        k_writer(out): writes the keys into the window view `out` itself (a fused RoPE kernel) instead of k."""
+        k_writer(out): writes the keys into the window view `out` itself (a fused RoPE kernel) instead of k;
+        k_writer(None) returns them. With `cols` set the columns come from that tensor, not from `start`,
+        so that a captured or compiled step serves every block."""
+        if self.cols is not None:
+            self.k[layer].index_copy_(2, self.cols, k if k_writer is None else k_writer(None))
+            self.v[layer].index_copy_(2, self.cols, v)
+            return self.k[layer], self.v[layer]
         end = self.start + v.shape[2]
         if k_writer is not None:
-            k_writer(self.k[layer, :, :, self.start:end])
+            k_writer(self.k[layer][:, :, self.start:end])
         else:
-            self.k[layer, :, :, self.start:end] = k
-        self.v[layer, :, :, self.start:end] = v
+            self.k[layer][:, :, self.start:end] = k
+        self.v[layer][:, :, self.start:end] = v
         return self.k[layer], self.v[layer]
 
     def keep_rows(self, idx: torch.Tensor):
         """Drop finished requests (between blocks only)."""
-        self.k, self.v = self.k[:, idx], self.v[:, idx]
+        self.k, self.v = [t[idx] for t in self.k], [t[idx] for t in self.v]
 
     @property
     def nbytes(self) -> int:
-        return self.k.numel() * self.k.element_size() * 2
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
 
 class BlockRunner:
@@ -55,7 +64,7 @@ class BlockRunner:
     request's first forward and starts later refreshes at the answer.
     """
 
-    def __init__(self, model, args: ModelArgs, params, canvas, batch: int):
+    def __init__(self, model, args: ModelArgs, params, canvas, batch: int, graphs: str = "none"):
         self.model, self.args, self.p, self.canvas = model, args, params, canvas
         self.cfg = params.cfg_scale > 0
         self.shift = 1 if args.shift_logits else 0
@@ -64,6 +73,10 @@ class BlockRunner:
             rows = batch * (2 if self.cfg else 1)
             dtype = next(model.parameters()).dtype
             self.cache = KVCache(args, rows, canvas.x.shape[1], dtype, canvas.x.device)
+        self.graphs = None   # cached steps replayed from recordings (engine/graphs.py)
+        if self.cache is not None and graphs != "none":
+            from dllm.engine.graphs import StepGraphs
+            self.graphs = StepGraphs(model, self.cache, graphs)
         self.prompt_cached = False
         self._pair = None   # CFG: [cond | uncond] token buffer with its doubled valid/pos, per row set
 
@@ -74,6 +87,8 @@ class BlockRunner:
         self._pair = None
         if self.cache is not None:
             self.cache.keep_rows(torch.cat([idx, idx + batch]) if self.cfg else idx)
+        if self.graphs is not None:
+            self.graphs.reset()
 
     def __call__(self, x, valid, pos, blk: slice, wide: bool = False):
         """x, valid, pos [B, L] of the active rows -> (logits [B, Q, V], lo).
@@ -114,9 +129,10 @@ class BlockRunner:
     def _forward(self, x, valid, pos, blk, wide):
         valid = valid if self.canvas.padded else None   # no padding: plain bidirectional attention
         L, p = x.shape[1], self.p
+        refresh = self.cache is None or self.forwards == 0 or bool(p.refresh_every and self.forwards % p.refresh_every == 0)
         if self.cache is None:
             start, stop = 0, L
-        elif self.forwards == 0 or (p.refresh_every and self.forwards % p.refresh_every == 0):   # refresh
+        elif refresh:
             start = self.canvas.prompt_len - self.shift if (p.cache_prompt and self.prompt_cached) else 0
             stop = L
             self.prompt_cached = True
@@ -131,4 +147,6 @@ class BlockRunner:
         if self.cache is None:
             return self.model(x, pos, None, q, valid), lo
         self.cache.start = start
+        if self.graphs is not None and not refresh:   # the steady-state step: replayed
+            return self.graphs(x[:, start:stop], pos[:, start:stop], start, q, valid), lo
         return self.model(x[:, start:stop], pos[:, start:stop], self.cache, q, valid), lo

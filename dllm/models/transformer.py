@@ -192,7 +192,10 @@ class Transformer(nn.Module):
             h = layer(h, cos, sin, mask, cache)
         L = token_ids.shape[1]
         q = query_slice if query_slice is not None else slice(0, L)
-        start, stop, _ = q.indices(L)
+        if q.start is not None and q.stop is not None and 0 <= q.start <= q.stop:
+            start, stop = q.start, q.stop   # callers keep stop <= L; q.indices(L) would pin L under torch.compile
+        else:
+            start, stop, _ = q.indices(L)
         if a.shift_logits:
             rows = torch.arange(start - 1, stop - 1, device=h.device).clamp_(min=0)
             h = h[:, rows]
