@@ -65,7 +65,6 @@ class StepGraphs:
         self.cuda = cache.k[0].is_cuda
         self.pool = torch.cuda.graph_pool_handle() if self.cuda else None
         self.recorded: dict = {}
-        self.replays = 0
 
     def reset(self):
         """The cache's buffers were reallocated (finished rows left): recordings point at the old ones."""
@@ -94,7 +93,6 @@ class StepGraphs:
                 return self.fn(self.model, self.cache, rec.ids, rec.pos, rec.valid, q)
             if first:
                 return rec.capture(lambda: self.fn(self.model, self.cache, rec.ids, rec.pos, rec.valid, q), self.pool)
-            self.replays += 1
             rec.graph.replay()
             return rec.out.clone()
         finally:
