@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))   # last: kernels/ must not shadow HF's `kernels`
 from benchmarks.common import timed, write  # noqa: E402
 from dllm import LLM, SamplingParams  # noqa: E402
 

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))   # last: kernels/ must not shadow HF's `kernels`
 from benchmarks.common import write  # noqa: E402
 from dllm.constraints import regex as cregex  # noqa: E402
 from dllm.tokenizer import Tokenizer  # noqa: E402
