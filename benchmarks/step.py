@@ -10,7 +10,7 @@ floor = bytes of all weights / the device's measured copy bandwidth (a device-to
 1 GiB: read + write bytes / time), the time it takes to read the weights once; "x floor" is
 step time / floor. `--modes` picks how the step runs, through the engine's own replay
 (dllm/engine/graphs.py): eager (op by op), cuda (a CUDA graph), compile (torch.compile; on CUDA
-also captured). Writes JSON and prints a table. Never run as a test.
+also captured). ops_per_layer: aten ops the eager PyTorch step dispatches per layer. Writes JSON and prints a table. Never run as a test.
 """
 from __future__ import annotations
 
@@ -59,6 +59,17 @@ def bandwidth(device) -> float:
     return 2 * a.numel() / statistics.median(times)
 
 
+def dispatched_ops(step) -> int:
+    """aten ops one call of step() dispatches from Python (profiler events without an aten parent):
+    the host cost of an eager step is about this count times a few microseconds."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::")
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="llada-8b", choices=sorted(SHAPES))
@@ -99,10 +110,12 @@ def main() -> int:
                     step()
                 warm = time.perf_counter() - t0
                 t = statistics.median(timed(step, device)[1] for _ in range(a.repeats))
+                # Triton launches and replays are not aten ops: counted for the PyTorch eager step only
+                ops = dispatched_ops(step) / args.n_layers if (mode, kernels) == ("eager", "torch") else None
                 rows.append({"batch": B, "kernels": kernels, "mode": mode, "ms": t * 1e3, "floor_ms": floor * 1e3,
-                             "x_floor": t / floor, "first3_s": warm})
+                             "x_floor": t / floor, "first3_s": warm, "ops_per_layer": ops})
     write(a.output, {**vars(a), "weight_bytes": weight_bytes, "bandwidth_Bps": bw, "parameters": args.__dict__},
-          rows, ["batch", "kernels", "mode", "ms", "floor_ms", "x_floor", "first3_s"])
+          rows, ["batch", "kernels", "mode", "ms", "floor_ms", "x_floor", "first3_s", "ops_per_layer"])
     return 0
 
 

@@ -112,7 +112,7 @@ def hidden(model, ids, valid):
     import torch
     T = ids.shape[1]
     pos = torch.arange(T, device=ids.device).expand_as(ids)   # right padding: positions are 0..T-1
-    cos, sin = model.rotary(pos, T)                            # [B, 1, T, head_dim]
+    cos, sin = model.rotary(pos, T)                            # [B, T, 1, head_dim]
     h = model.tok_embeddings(ids)
     for layer in model.layers:
         h = layer(h, cos, sin, valid[:, None, None, :], None)
@@ -196,7 +196,7 @@ def save_weights(model, path: Path):
 
     inverse = {dst: src for src, dst in WEIGHT_MAPS["llada"].items()}
     out = {}
-    for name, p in model.state_dict().items():
+    for name, p in model.named_weights().items():
         m = re.match(r"layers\.(\d+)\.", name)
         key = inverse[name.replace(m.group(0), "layers.{i}.")].replace("{i}", m.group(1)) if m else inverse[name]
         out[key] = p.detach().to(torch.float16).contiguous()

@@ -1,10 +1,11 @@
 """Fusions that cut launches in a transformer block, each beside its PyTorch reference.
 
-A masked-diffusion step at small batch is bound by the host (about 200 aten calls per layer,
+A masked-diffusion step at small batch is bound by the host (37 ops dispatched per layer,
 README "Performance"); each kernel here replaces several of them with one launch:
   rms_norm(x, w, eps [, residual])  h = x + residual (rounded to the dtype, as torch's add);
                                     y = w * (h32 * rsqrt(mean(h32^2) + eps)).to(dtype)   -> y (, h)
-  silu_mul(g, u)                    silu(g) (rounded to the dtype, as F.silu) * u        -> one launch
+  silu_mul(g, u)                    silu(g) (rounded to the dtype, as F.silu) * u        -> one launch;
+                                    g, u may be the halves of one gate|up GEMM (strided rows)
   rope(x, cos, sin, fp32)           rotate-half RoPE of x [B, H, T, hd] (any strides); fp32: in float32,
                                     rounded once (LLaDA); else cos/sin and every product rounded to the
                                     dtype, as Dream's code does
@@ -54,12 +55,13 @@ def _rms_norm(X, R, W, Y, H, N, D, eps, HAS_RES: tl.constexpr, ROWS: tl.constexp
 
 
 @triton.jit
-def _silu_mul(G, U, Y, N, BLOCK: tl.constexpr, EMULATE: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def _silu_mul(G, U, Y, N, M, sg, su, BLOCK: tl.constexpr, EMULATE: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)   # flat index into the [N / M, M] output
     ok = i < N
-    g = tl.load(G + i, mask=ok, other=0.0).to(tl.float32)
+    r, c = i // M, i % M                                  # rows of G and U are sg and su elements apart
+    g = tl.load(G + r * sg + c, mask=ok, other=0.0).to(tl.float32)
     s = _to(g / (1.0 + tl.exp(-g)), G.dtype.element_ty, EMULATE).to(tl.float32)
-    u = tl.load(U + i, mask=ok, other=0.0).to(tl.float32)
+    u = tl.load(U + r * su + c, mask=ok, other=0.0).to(tl.float32)
     tl.store(Y + i, _to(s * u, Y.dtype.element_ty, EMULATE), mask=ok)
 
 
@@ -110,10 +112,14 @@ def rms_norm(x, weight, eps: float, residual=None):
 
 
 def silu_mul(g, u):
-    g, u = g.contiguous(), u.contiguous()
-    y = torch.empty_like(g)
+    """g, u [..., M] (rows may be strided, e.g. the two halves of one gate|up GEMM) -> [..., M] contiguous."""
+    M = g.shape[-1]
+    g2, u2 = g.reshape(-1, M), u.reshape(-1, M)   # views when the rows are evenly spaced
+    g2 = g2 if g2.stride(-1) == 1 else g2.contiguous()
+    u2 = u2 if u2.stride(-1) == 1 else u2.contiguous()
+    y = torch.empty(g.shape, dtype=g.dtype, device=g.device)
     N, BLOCK = g.numel(), 4096 if EMULATE_RNE else 1024
-    _silu_mul[(triton.cdiv(N, BLOCK),)](g, u, y, N, BLOCK=BLOCK, EMULATE=EMULATE_RNE)
+    _silu_mul[(triton.cdiv(N, BLOCK),)](g2, u2, y, N, M, g2.stride(0), u2.stride(0), BLOCK=BLOCK, EMULATE=EMULATE_RNE)
     return y
 
 

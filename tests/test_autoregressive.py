@@ -367,8 +367,8 @@ def test_gguf_qwen2_quantised_tensor_and_greedy(qwen2_dir, tmp_path):
     w = sd["model.layers.1.mlp.up_proj.weight"].numpy()
     deq = gguf.quants.dequantize(gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0),
                                  gguf.GGMLQuantizationType.Q8_0)
-    assert torch.equal(model.layers[1].feed_forward.w3.weight, torch.from_numpy(deq))
-    assert torch.equal(model.layers[0].attention.wq.bias, sd["model.layers.0.self_attn.q_proj.bias"])
+    assert torch.equal(model.named_weights()["layers.1.feed_forward.w3.weight"], torch.from_numpy(deq))
+    assert torch.equal(model.named_weights()["layers.0.attention.wq.bias"], sd["model.layers.0.self_attn.q_proj.bias"])
     llm = LLM(f)
     outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], SamplingParams(max_new_tokens=6))
     for p, o in zip(PROMPTS, outs):

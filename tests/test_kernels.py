@@ -87,6 +87,17 @@ def test_silu_mul_kernel(shape, dtype):
     assert within_rule(silu_mul(a, b), silu_mul_torch(a, b), silu_mul_torch(a.double(), b.double()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 3, 10), (2, 5, 606)])
+def test_silu_mul_kernel_reads_the_halves_of_one_gemm(shape, dtype):
+    # the model's gate|up projection is one GEMM: g and u are its two halves, rows 2M apart
+    gu = (torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 3).to(dtype)
+    a, b = gu.chunk(2, dim=-1)
+    y = silu_mul(a, b)
+    assert y.is_contiguous() and y.shape == a.shape
+    assert within_rule(y, silu_mul_torch(a, b), silu_mul_torch(a.double(), b.double()))
+
+
 @pytest.mark.parametrize("fp32", [True, False], ids=["llada-fp32", "dream-rounded"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("B,T,H,hd", [(1, 1, 1, 8), (2, 5, 3, 16), (1, 9, 2, 24)])

@@ -320,7 +320,7 @@ def load_gguf_model(path, device="cpu", dtype=torch.float32):
         with torch.device("meta"):
             model = Transformer(args)
         model = model.to(dtype=dtype).to_empty(device=device)
-        params = dict(model.named_parameters())
+        params = model.named_weights()   # the fused projections as views of their row ranges
         loaded: set[str] = set()
         permuted = {"wq": args.n_heads, "wk": args.n_kv_heads} if args.family == "llama" else {}
         for info in f.tensors.values():

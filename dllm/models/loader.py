@@ -143,7 +143,7 @@ def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, Mo
     with torch.device("meta"):
         model = Transformer(args)
     model = model.to(dtype=dtype).to_empty(device=device)
-    params = dict(model.named_parameters())
+    params = model.named_weights()   # the fused projections as views of their row ranges
     loaded: set[str] = set()
     for file in files:
         try:

@@ -27,10 +27,10 @@ class RMSNorm(nn.Module):
         if residual is not None:
             h = x + residual
             return self(h), h
-        # normalise in float32, round back to the model dtype, then scale (LLaDA and Dream agree)
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # x * rsqrt(mean(x^2) + eps) in float32, rounded to the model dtype, then scaled (LLaDA and
+        # Dream agree); F.rms_norm upcasts internally and is one op instead of seven (bit-equal on
+        # CPU to the spelled-out formula, kernels/fused.py rms_norm_torch)
+        return self.weight * F.rms_norm(x, self.weight.shape, eps=self.eps)
 
 
 class Rotary(nn.Module):
@@ -54,12 +54,12 @@ class Rotary(nn.Module):
         return self._cos, self._sin
 
     def forward(self, positions, bound: int):
-        """positions [B, T], all < bound -> cos, sin [B, 1, T, head_dim] in float32.
+        """positions [B, T], all < bound -> cos, sin [B, T, 1, head_dim] in float32 (broadcast over heads).
 
         The caller gives the bound so that no host sync is spent reading positions.max().
         """
         cos, sin = self.tables(bound, positions.device)
-        return cos[positions][:, None], sin[positions][:, None]
+        return cos[positions][:, :, None], sin[positions][:, :, None]
 
 
 def rotate_half(x):
@@ -68,6 +68,7 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin, fp32: bool):
+    """x * cos + rotate_half(x) * sin; x [..., hd], cos/sin broadcastable float32 tables."""
     # LLaDA rotates in float32 and rounds back; Dream rounds cos/sin to the model dtype first
     if fp32:
         x32 = x.float()
@@ -77,31 +78,39 @@ def apply_rope(x, cos, sin, fp32: bool):
 
 
 class Attention(nn.Module):
+    """GQA attention. The q, k, v projections are one [(H + 2 Hkv) hd, dim] matrix (wqkv): one GEMM
+    and one launch instead of three; the checkpoint's separate matrices load into its row ranges
+    (Transformer.named_weights)."""
     triton = False
 
     def __init__(self, a: ModelArgs, layer: int):
         super().__init__()
         self.a, self.layer = a, layer
         hd = a.head_dim
-        self.wq = nn.Linear(a.dim, a.n_heads * hd, bias=a.qkv_bias)
-        self.wk = nn.Linear(a.dim, a.n_kv_heads * hd, bias=a.qkv_bias)
-        self.wv = nn.Linear(a.dim, a.n_kv_heads * hd, bias=a.qkv_bias)
+        self.wqkv = nn.Linear(a.dim, (a.n_heads + 2 * a.n_kv_heads) * hd, bias=a.qkv_bias)
         self.wo = nn.Linear(a.n_heads * hd, a.dim, bias=False)
+
+    def parts(self) -> dict[str, tuple[int, int]]:
+        """Row ranges of the checkpoint's q/k/v projections inside wqkv."""
+        a, hd = self.a, self.a.head_dim
+        nq, nk = a.n_heads * hd, a.n_kv_heads * hd
+        return {"wq": (0, nq), "wk": (nq, nq + nk), "wv": (nq + nk, nq + 2 * nk)}
 
     def forward(self, x, cos, sin, mask, cache):
         B, T, _ = x.shape
-        a, hd = self.a, self.a.head_dim
-        q = self.wq(x).view(B, T, a.n_heads, hd).transpose(1, 2)      # [B, H, T, hd]
-        k = self.wk(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)   # [B, Hkv, T, hd]
-        v = self.wv(x).view(B, T, a.n_kv_heads, hd).transpose(1, 2)
+        a, hd, H = self.a, self.a.head_dim, self.a.n_heads
+        qkv = self.wqkv(x).view(B, T, H + 2 * a.n_kv_heads, hd)
+        v = qkv[:, :, H + a.n_kv_heads:].transpose(1, 2)                  # [B, Hkv, T, hd]
         if self.triton:   # the kernel writes the RoPE'd keys into `out` (the cache's window) itself
             from dllm.kernels.fused import rope
+            cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)           # [B, 1, T, hd]
+            q = rope(qkv[:, :, :H].transpose(1, 2), cos, sin, a.rope_fp32)
+            k = qkv[:, :, H:H + a.n_kv_heads].transpose(1, 2)
             rope_k = lambda out=None: rope(k, cos, sin, a.rope_fp32, out=out)             # noqa: E731
-        else:
-            rope = apply_rope
-            rope_k = lambda out=None: (apply_rope(k, cos, sin, a.rope_fp32) if out is None  # noqa: E731
-                                       else out.copy_(apply_rope(k, cos, sin, a.rope_fp32)))
-        q = rope(q, cos, sin, a.rope_fp32)
+        else:   # q and k rotated together: [B, T, H + Hkv, hd] against cos/sin [B, T, 1, hd]
+            qk = apply_rope(qkv[:, :, :H + a.n_kv_heads], cos, sin, a.rope_fp32).transpose(1, 2)
+            q, k = qk[:, :H], qk[:, H:]
+            rope_k = lambda out=None: k if out is None else out.copy_(k)   # noqa: E731
         if cache is not None:   # write this window's k/v in place, attend over every cached column
             k, v = cache.update(self.layer, None, v, k_writer=rope_k)
         else:
@@ -119,23 +128,29 @@ class Attention(nn.Module):
             o = attention(q, k, v, None if mask is None else mask[:, 0, 0, :])
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=a.n_kv_heads != a.n_heads)
-        return self.wo(o.transpose(1, 2).reshape(B, T, a.n_heads * hd))
+        return self.wo(o.transpose(1, 2).reshape(B, T, H * hd))
 
 
 class FeedForward(nn.Module):
-    def __init__(self, a: ModelArgs):
-        super().__init__()
-        self.w1 = nn.Linear(a.dim, a.intermediate_size, bias=False)   # gate (LLaDA ff_proj)
-        self.w3 = nn.Linear(a.dim, a.intermediate_size, bias=False)   # up
-        self.w2 = nn.Linear(a.intermediate_size, a.dim, bias=False)   # down (LLaDA ff_out)
-
+    """SiLU-gated MLP, w2(silu(x w1) * x w3), with the gate and up projections as one
+    [2 hidden, dim] matrix (w13: gate rows first), one GEMM instead of two."""
     triton = False
 
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.w13 = nn.Linear(a.dim, 2 * a.intermediate_size, bias=False)   # gate (LLaDA ff_proj) | up
+        self.w2 = nn.Linear(a.intermediate_size, a.dim, bias=False)         # down (LLaDA ff_out)
+
+    def parts(self) -> dict[str, tuple[int, int]]:
+        n = self.w2.in_features
+        return {"w1": (0, n), "w3": (n, 2 * n)}
+
     def forward(self, x):
+        g, u = self.w13(x).chunk(2, dim=-1)
         if self.triton:
             from dllm.kernels.fused import silu_mul
-            return self.w2(silu_mul(self.w1(x), self.w3(x)))
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+            return self.w2(silu_mul(g, u))
+        return self.w2(F.silu(g) * u)
 
 
 class Block(nn.Module):
@@ -162,6 +177,23 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(a.dim, a.norm_eps)
         self.output = None if a.tie_embeddings else nn.Linear(a.dim, a.vocab_size, bias=False)
         self.rotary = Rotary(a.head_dim, a.rope_theta)
+
+    def named_weights(self) -> dict[str, torch.Tensor]:
+        """The weights under the checkpoint's layout: every parameter by name, with the fused
+        projections split into views of their row ranges (layers.{i}.attention.wq.weight,
+        ...wk..., ...wv..., layers.{i}.feed_forward.w1.weight, ...w3...). Loaders copy into these
+        views; savers read them."""
+        out = {}
+        for name, p in self.named_parameters():
+            mod_name, _, leaf = name.rpartition(".")
+            owner, _, proj = mod_name.rpartition(".")
+            mod = self.get_submodule(owner) if owner else None
+            if proj in ("wqkv", "w13") and hasattr(mod, "parts"):
+                for part, (lo, hi) in mod.parts().items():
+                    out[f"{owner}.{part}.{leaf}"] = p.detach()[lo:hi]
+            else:
+                out[name] = p.detach()
+        return out
 
     def set_kernels(self, name: str):
         """'triton': RMSNorm (+ residual add), SiLU-mul, RoPE and bidirectional attention run as
