@@ -1,10 +1,13 @@
 """Triton kernels against their PyTorch references, under Triton's interpreter (no GPU in CI):
 awkward shapes (vocabularies that are not powers of two, tails, rows split over programs),
 fp32 / fp16 / bf16 inputs, and the engine giving the same tokens with the kernels forced on.
-`pytest -k kernel` selects these."""
+`pytest -k kernel` selects these. On a GPU machine, DLLM_TEST_DEVICE=cuda runs the same tests
+with CUDA tensors and compiled kernels (benchmarks/gpu_checks.sh)."""
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")   # before any @triton.jit runs
+DEV = os.environ.get("DLLM_TEST_DEVICE", "cpu")
+if DEV == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")   # before any @triton.jit runs
 
 import pytest
 import torch
@@ -27,7 +30,7 @@ def slab(B, L, V, dtype, seed):
     """[B, L, V] logits as the engine sees them: a block sliced out of a longer canvas (not
     contiguous over L), with a few exact ties at the maximum."""
     g = torch.Generator().manual_seed(seed)
-    full = (torch.randn(B, L + 3, V, generator=g) * 3).to(dtype)
+    full = (torch.randn(B, L + 3, V, generator=g) * 3).to(dtype).to(DEV)
     x = full[:, 2:L + 2]
     x[..., V // 3] = x.max(-1).values            # a tie with the row maximum: the first index must win
     return x
@@ -40,14 +43,14 @@ def test_vocab_reduce_kernel_matches_reference(B, L, V, splits, dtype, score, te
     x = slab(B, L, V, dtype, seed=B * 1000 + V)
     banned = V - 2
     kw = dict(score=score, banned=banned, temperature=temperature)
-    tok, val = vocab_reduce(x, generator=torch.Generator().manual_seed(5), splits=splits, **kw)
-    ref_tok, ref_val = vocab_reduce_torch(x, generator=torch.Generator().manual_seed(5), **kw)
+    tok, val = vocab_reduce(x, generator=gen(5), splits=splits, **kw)
+    ref_tok, ref_val = vocab_reduce_torch(x, generator=gen(5), **kw)
     assert tok.shape == (B, L) and val.dtype == torch.float32
     assert torch.equal(tok, ref_tok)
     assert not (tok == banned).any()
     # flash-attn's rule: the kernel's error against float64 at most 2x the reference's own, plus a
     # floor of float32 rounding (the reference's error can be exactly 0 by luck; sums run in another order)
-    truth = vocab_reduce_torch(x.double(), generator=torch.Generator().manual_seed(5), **kw)[1]
+    truth = vocab_reduce_torch(x.double(), generator=gen(5), **kw)[1]
     ref_err = (ref_val.double() - truth).abs().max()
     assert (val.double() - truth).abs().max() <= 2 * ref_err + 1e-6 * (1 + truth.abs().max())
 
@@ -60,6 +63,10 @@ def test_vocab_reduce_kernel_split_count_does_not_change_the_result():
         torch.testing.assert_close(val, outs[0][1], rtol=0, atol=1e-6)
 
 
+def gen(seed):
+    return torch.Generator(device=DEV).manual_seed(seed)
+
+
 def within_rule(out, ref, truth, floor=1e-6):
     """flash-attn's rule: |kernel - float64 truth| <= 2 |reference - truth| (+ float32 rounding)."""
     ref_err = (ref.double() - truth).abs().max()
@@ -70,8 +77,8 @@ def within_rule(out, ref, truth, floor=1e-6):
 @pytest.mark.parametrize("rows,dim", [(1, 8), (7, 96), (13, 200)])
 def test_rms_norm_kernel(rows, dim, dtype):
     g = torch.Generator().manual_seed(rows * dim)
-    x, res = (torch.randn(2, rows, dim, generator=g) * 2).to(dtype), torch.randn(2, rows, dim, generator=g).to(dtype)
-    w = (torch.rand(dim, generator=g) + 0.5).to(dtype)
+    x, res = (torch.randn(2, rows, dim, generator=g) * 2).to(DEV, dtype), torch.randn(2, rows, dim, generator=g).to(DEV, dtype)
+    w = (torch.rand(dim, generator=g) + 0.5).to(DEV, dtype)
     assert within_rule(rms_norm(x, w, 1e-5), rms_norm_torch(x, w, 1e-5), rms_norm_torch(x.double(), w.double(), 1e-5))
     y, h = rms_norm(x, w, 1e-5, residual=res)
     ry, rh = rms_norm_torch(x, w, 1e-5, residual=res)
@@ -83,7 +90,7 @@ def test_rms_norm_kernel(rows, dim, dtype):
 @pytest.mark.parametrize("shape", [(1, 1, 5), (2, 7, 300), (3, 1029)])
 def test_silu_mul_kernel(shape, dtype):
     g = torch.Generator().manual_seed(len(shape))
-    a, b = (torch.randn(*shape, generator=g) * 3).to(dtype), torch.randn(*shape, generator=g).to(dtype)
+    a, b = (torch.randn(*shape, generator=g) * 3).to(DEV, dtype), torch.randn(*shape, generator=g).to(DEV, dtype)
     assert within_rule(silu_mul(a, b), silu_mul_torch(a, b), silu_mul_torch(a.double(), b.double()))
 
 
@@ -91,7 +98,7 @@ def test_silu_mul_kernel(shape, dtype):
 @pytest.mark.parametrize("shape", [(1, 3, 10), (2, 5, 606)])
 def test_silu_mul_kernel_reads_the_halves_of_one_gemm(shape, dtype):
     # the model's gate|up projection is one GEMM: g and u are its two halves, rows 2M apart
-    gu = (torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 3).to(dtype)
+    gu = (torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 3).to(DEV, dtype)
     a, b = gu.chunk(2, dim=-1)
     y = silu_mul(a, b)
     assert y.is_contiguous() and y.shape == a.shape
@@ -103,8 +110,8 @@ def test_silu_mul_kernel_reads_the_halves_of_one_gemm(shape, dtype):
 @pytest.mark.parametrize("B,T,H,hd", [(1, 1, 1, 8), (2, 5, 3, 16), (1, 9, 2, 24)])
 def test_rope_kernel(B, T, H, hd, dtype, fp32):
     g = torch.Generator().manual_seed(T * hd)
-    q = torch.randn(B, T, H, hd, generator=g).to(dtype).transpose(1, 2)   # the engine's [B, H, T, hd] view
-    ang = torch.rand(B, 1, T, hd // 2, generator=g) * 50
+    q = torch.randn(B, T, H, hd, generator=g).to(DEV, dtype).transpose(1, 2)   # the engine's [B, H, T, hd] view
+    ang = torch.rand(B, 1, T, hd // 2, generator=g).to(DEV) * 50
     cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
     out, ref = rope(q, cos, sin, fp32), rope_torch(q, cos, sin, fp32)
     assert out.shape == ref.shape
@@ -124,12 +131,12 @@ def test_rope_kernel(B, T, H, hd, dtype, fp32):
 @pytest.mark.parametrize("padded", [False, True])
 def test_attention_kernel(B, H, Hkv, Tq, S, hd, splits, dtype, padded):
     g = torch.Generator().manual_seed(S * hd)
-    q = torch.randn(B, Tq, H, hd, generator=g).to(dtype).transpose(1, 2)           # the engine's strided view
-    k = torch.randn(B, Hkv, S + 5, hd, generator=g).to(dtype)[:, :, 2:S + 2]          # a window of a cache buffer
-    v = torch.randn(B, Hkv, S + 5, hd, generator=g).to(dtype)[:, :, 2:S + 2]
+    q = torch.randn(B, Tq, H, hd, generator=g).to(DEV, dtype).transpose(1, 2)      # the engine's strided view
+    k = torch.randn(B, Hkv, S + 5, hd, generator=g).to(DEV, dtype)[:, :, 2:S + 2]     # a window of a cache buffer
+    v = torch.randn(B, Hkv, S + 5, hd, generator=g).to(DEV, dtype)[:, :, 2:S + 2]
     km = None
     if padded:
-        km = torch.ones(B, S, dtype=torch.bool)
+        km = torch.ones(B, S, dtype=torch.bool, device=DEV)
         km[0, :3] = False                                                              # left padding
         km[-1, S - min(7, S - 1):] = False                                             # right padding
     out, ref = attention(q, k, v, km, splits), attention_torch(q, k, v, km)
@@ -140,10 +147,10 @@ def test_attention_kernel(B, H, Hkv, Tq, S, hd, splits, dtype, padded):
 
 def test_rope_kernel_writes_into_a_cache_window():
     g = torch.Generator().manual_seed(0)
-    k = torch.randn(2, 5, 3, 16, generator=g).transpose(1, 2)          # [B, H, T, hd]
-    ang = torch.rand(2, 1, 5, 8, generator=g) * 9
+    k = torch.randn(2, 5, 3, 16, generator=g).to(DEV).transpose(1, 2)  # [B, H, T, hd]
+    ang = torch.rand(2, 1, 5, 8, generator=g).to(DEV) * 9
     cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
-    buf = torch.zeros(2, 3, 12, 16)                                     # [B, Hkv, L, hd], window at 4..9
+    buf = torch.zeros(2, 3, 12, 16, device=DEV)                                   # [B, Hkv, L, hd], window at 4..9
     rope(k, cos, sin, True, out=buf[:, :, 4:9])
     assert torch.equal(buf[:, :, 4:9], rope_torch(k, cos, sin, True))
     assert not buf[:, :, :4].any() and not buf[:, :, 9:].any()
@@ -161,8 +168,8 @@ def test_dream_gives_the_same_tokens_with_kernels_forced(tiny_dream):
     # the tolerance above), and a random tiny model's near-tied logits then pick other tokens
     prompts = [{"prompt_token_ids": [5, 6, 7, 8]}, {"prompt_token_ids": [9, 10]}]
     sp = SamplingParams(max_new_tokens=16, block_length=8, scheduler="threshold", threshold=0.3, cache="prefix")
-    ref = LLM(tiny_dream, kernels="torch").generate(prompts, sp)
-    fused = LLM(tiny_dream, kernels="triton").generate(prompts, sp)
+    ref = LLM(tiny_dream, kernels="torch", device=DEV).generate(prompts, sp)
+    fused = LLM(tiny_dream, kernels="triton", device=DEV).generate(prompts, sp)
     assert [o.token_ids for o in ref] == [o.token_ids for o in fused]
 
 
@@ -183,8 +190,8 @@ def tiny_llada(tmp_path_factory):
 def test_engine_gives_the_same_tokens_with_kernels_forced(tiny_llada, params):
     prompts = [{"prompt_token_ids": [5, 6, 7, 8]}, {"prompt_token_ids": [9, 10]}]
     sp = SamplingParams(max_new_tokens=8, block_length=4, **params)
-    ref = LLM(tiny_llada, kernels="torch").generate(prompts, sp)
-    fused_llm = LLM(tiny_llada, kernels="triton")
+    ref = LLM(tiny_llada, kernels="torch", device=DEV).generate(prompts, sp)
+    fused_llm = LLM(tiny_llada, kernels="triton", device=DEV)
     assert fused_llm.kernels == "triton"
     fused = fused_llm.generate(prompts, sp)
     for a, b in zip(ref, fused):
