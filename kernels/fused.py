@@ -1,6 +1,6 @@
 """Fusions that cut launches in a transformer block, each beside its PyTorch reference.
 
-A masked-diffusion step at small batch is bound by the host (37 ops dispatched per layer,
+A masked-diffusion step at small batch is bound by the host (37 ops dispatched per layer on a GPU,
 README "Performance"); each kernel here replaces several of them with one launch:
   rms_norm(x, w, eps [, residual])  h = x + residual (rounded to the dtype, as torch's add);
                                     y = w * (h32 * rsqrt(mean(h32^2) + eps)).to(dtype)   -> y (, h)

@@ -11,12 +11,21 @@ from tests import reference
 from tests.checkpoints import write_dream, write_llada
 
 
+@pytest.fixture(params=[False, True], ids=["gemm-per-block", "one-gemm"])
+def gemms(request, monkeypatch):
+    """Both ways of running the fused q/k/v and gate/up projections (transformer.split_linear):
+    one GEMM (the GPU path) and one per checkpoint matrix (the CPU path)."""
+    from dllm.models import transformer
+    monkeypatch.setattr(transformer, "ONE_GEMM", request.param)
+    return request.param
+
+
 def _ids(V, T, seed=0, B=2):
     return torch.randint(0, V - 8, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(n_kv_heads=2), dict(n_kv_heads=1, qkv_bias=True), dict(dim=48, n_heads=3, hidden=70)])
-def test_llada_logits_match_reference(tmp_path, kw):
+def test_llada_logits_match_reference(tmp_path, kw, gemms):
     cfg, sd, _ = write_llada(tmp_path, tokenizer=False, **kw)
     model, args = load_model(tmp_path)
     ids = _ids(cfg["vocab_size"], 23)
@@ -29,7 +38,7 @@ def test_llada_logits_match_reference(tmp_path, kw):
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(n_kv_heads=4), dict(n_kv_heads=1)])
-def test_dream_logits_match_reference_with_shift(tmp_path, kw):
+def test_dream_logits_match_reference_with_shift(tmp_path, kw, gemms):
     cfg, sd, _ = write_dream(tmp_path, tokenizer=False, **kw)
     model, args = load_model(tmp_path)
     assert args.family == "dream" and args.shift_logits
@@ -147,3 +156,16 @@ def test_gguf_and_file_paths_are_refused_clearly(tmp_path):
     g.write_bytes(b"x")
     with pytest.raises(ModelLoadError, match="is a file"):
         load_model(g)
+
+
+def test_one_gemm_and_split_gemms_generate_the_same(llada_notok_dir, monkeypatch):
+    from dllm import LLM, SamplingParams
+    from dllm.models import transformer
+
+    prompts = [{"prompt_token_ids": [5, 6, 7, 8]}, {"prompt_token_ids": [9, 10]}]
+    sp = SamplingParams(max_new_tokens=16, block_length=8, scheduler="threshold", threshold=0.3, cache="dual")
+    outs = []
+    for one in (False, True):
+        monkeypatch.setattr(transformer, "ONE_GEMM", one)
+        outs.append([(o.token_ids, o.stats.nfe) for o in LLM(llada_notok_dir).generate(prompts, sp)])
+    assert outs[0] == outs[1] and any(t for t, _ in outs[0])
