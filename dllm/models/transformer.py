@@ -86,14 +86,17 @@ def one_gemm(x) -> bool:
     return x.is_cuda if ONE_GEMM is None else ONE_GEMM
 
 
-def split_linear(x, lin: nn.Linear, parts):
-    """x @ lin.weight.T (+ bias) for a fused projection. On a GPU one GEMM: a small-batch step is
-    bound by launches there. On a CPU one GEMM per row block (parts: (lo, hi) ranges), joined:
-    MKL runs the narrower GEMMs faster at a 32-row step (about 5% of a 110M model's step)."""
+def split_linear(x, lin: nn.Linear, parts, join: bool = True):
+    """x @ lin.weight.T (+ bias) for a fused projection whose row blocks are parts ((lo, hi)
+    ranges) -> one tensor (join) or one per block. On a GPU one GEMM: a small-batch step is bound
+    by launches there. On a CPU one GEMM per row block: MKL runs the narrower GEMMs faster at a
+    32-row step (about 5% of a 110M model's step)."""
     if one_gemm(x):
-        return lin(x)
+        y = lin(x)
+        return y if join else y.split([hi - lo for lo, hi in parts], -1)
     w, b = lin.weight, lin.bias
-    return torch.cat([F.linear(x, w[lo:hi], None if b is None else b[lo:hi]) for lo, hi in parts], -1)
+    ys = [F.linear(x, w[lo:hi], None if b is None else b[lo:hi]) for lo, hi in parts]
+    return torch.cat(ys, -1) if join else ys
 
 
 class Attention(nn.Module):
@@ -108,12 +111,12 @@ class Attention(nn.Module):
         hd = a.head_dim
         self.wqkv = nn.Linear(a.dim, (a.n_heads + 2 * a.n_kv_heads) * hd, bias=a.qkv_bias)
         self.wo = nn.Linear(a.n_heads * hd, a.dim, bias=False)
+        nq, nk = a.n_heads * hd, a.n_kv_heads * hd
+        self._parts = {"wq": (0, nq), "wk": (nq, nq + nk), "wv": (nq + nk, nq + 2 * nk)}
 
     def parts(self) -> dict[str, tuple[int, int]]:
         """Row ranges of the checkpoint's q/k/v projections inside wqkv."""
-        a, hd = self.a, self.a.head_dim
-        nq, nk = a.n_heads * hd, a.n_kv_heads * hd
-        return {"wq": (0, nq), "wk": (nq, nq + nk), "wv": (nq + nk, nq + 2 * nk)}
+        return self._parts
 
     def forward(self, x, cos, sin, mask, cache):
         B, T, _ = x.shape
@@ -159,16 +162,15 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w13 = nn.Linear(a.dim, 2 * a.intermediate_size, bias=False)   # gate (LLaDA ff_proj) | up
         self.w2 = nn.Linear(a.intermediate_size, a.dim, bias=False)         # down (LLaDA ff_out)
+        n = a.intermediate_size
+        self._parts = {"w1": (0, n), "w3": (n, 2 * n)}
 
     def parts(self) -> dict[str, tuple[int, int]]:
-        n = self.w2.in_features
-        return {"w1": (0, n), "w3": (n, 2 * n)}
+        """Row ranges of the checkpoint's gate and up projections inside w13."""
+        return self._parts
 
     def forward(self, x):
-        if one_gemm(x):
-            g, u = self.w13(x).chunk(2, dim=-1)
-        else:   # see split_linear
-            g, u = (F.linear(x, self.w13.weight[lo:hi]) for lo, hi in self.parts().values())
+        g, u = split_linear(x, self.w13, self.parts().values(), join=False)
         if self.triton:
             from dllm.kernels.fused import silu_mul
             return self.w2(silu_mul(g, u))
