@@ -26,6 +26,10 @@ SHAPES = [(1, 1, 50, None), (1, 5, 1000, None), (2, 3, 4099, 3), (3, 7, 777, 2),
 CASES = [("low_confidence", 0.0), ("low_confidence", 0.7), ("margin", 0.0), ("entropy", 0.0), ("random", 1.0)]
 
 
+def gen(seed):
+    return torch.Generator(device=DEV).manual_seed(seed)
+
+
 def slab(B, L, V, dtype, seed):
     """[B, L, V] logits as the engine sees them: a block sliced out of a longer canvas (not
     contiguous over L), with a few exact ties at the maximum."""
@@ -61,10 +65,6 @@ def test_vocab_reduce_kernel_split_count_does_not_change_the_result():
     for tok, val in outs[1:]:
         assert torch.equal(tok, outs[0][0])
         torch.testing.assert_close(val, outs[0][1], rtol=0, atol=1e-6)
-
-
-def gen(seed):
-    return torch.Generator(device=DEV).manual_seed(seed)
 
 
 def within_rule(out, ref, truth, floor=1e-6):
