@@ -7,7 +7,9 @@
 # 2. benchmarks/kernels.py (fused reduction vs PyTorch, 32 x 126464 bf16 among the shapes);
 # 3. benchmarks/step.py: the LLaDA-8B-shaped cached step, eager vs CUDA graph, kernels off/on,
 #    against the weight-bandwidth floor;
-# 4. benchmarks/cache.py: end-to-end none vs dual, eager vs CUDA graphs.
+# 4. benchmarks/cache.py: end-to-end none vs dual, eager vs CUDA graphs, and against Fast-dLLM's
+#    own code on the same weights when benchmarks/prepare_gpu_checks.sh has put its llada/ folder
+#    and transformers 4.49 wheels in .fast-dllm/ and .whl/ (carry both to the GPU machine).
 # Each writes into $OUT (at most 8 files, what the device tool brings back); a failing step
 # does not stop the later ones.
 set -uo pipefail
@@ -33,7 +35,14 @@ step "tests on the GPU" 200 env DLLM_TEST_DEVICE=cuda TRITON_INTERPRET=0 $PY -m 
     tests/test_kernels.py tests/test_graphs.py 2>&1 | tee "$OUT/pytest.log" | tail -25
 step "kernels" 60 $PY benchmarks/kernels.py --output "$OUT/kernels.json"
 step "step, LLaDA-8B shape" 150 $PY benchmarks/step.py --modes eager,cuda --output "$OUT/step.json"
+fd=() fdenv=()
+if [ -f .fast-dllm/llada/generate.py ] && ls .whl/transformers-4.49*.whl >/dev/null 2>&1 \
+        && $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/fdsite .whl/*.whl; then
+    fd=(--fast-dllm .fast-dllm/llada)   # its transformers 4.49 first on the path, for these runs only
+    fdenv=("PYTHONPATH=/tmp/fdsite${PYTHONPATH:+:$PYTHONPATH}")
+fi
 for g in none cuda; do
-    step "cache end to end, graphs=$g" 60 $PY benchmarks/cache.py --device cuda --dtype bfloat16 --lengths 256,1024 \
-        --blocks 32 --modes none,dual --repeats 2 --graphs "$g" --output "$OUT/cache_$g.json"
+    step "cache end to end, graphs=$g ${fd[*]}" 120 env "${fdenv[@]}" \
+        $PY benchmarks/cache.py --device cuda --dtype bfloat16 --lengths 256,512 --blocks 32 --modes none,dual \
+        --repeats 3 --graphs "$g" "${fd[@]}" --output "$OUT/cache_$g.json"
 done
