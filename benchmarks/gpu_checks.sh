@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every check that needs a GPU, in one run of about 8 minutes (the device machine's sessions
-# have 15 minutes in all): run from the repository root on a CUDA machine,
+# Every check that needs a GPU, in one run of at most 9 minutes (timeouts: 180 + 45 + 120 + 2 x 100 s;
+# a device session has 15 minutes in all): run from the repository root on a CUDA machine,
 #   OUT=some/folder bash benchmarks/gpu_checks.sh
 # 1. tests/test_kernels.py with CUDA tensors and compiled kernels (DLLM_TEST_DEVICE=cuda) and
 #    tests/test_graphs.py (its CUDA-graph tests run only here);
@@ -31,10 +31,10 @@ cat "$OUT/device.txt"
 
 step() { echo "== $1"; shift; SECONDS=0; timeout "$@"; echo "== rc=$? in ${SECONDS}s"; }
 
-step "tests on the GPU" 200 env DLLM_TEST_DEVICE=cuda TRITON_INTERPRET=0 $PY -m pytest -q -p no:cacheprovider --maxfail=10 \
+step "tests on the GPU" 180 env DLLM_TEST_DEVICE=cuda TRITON_INTERPRET=0 $PY -m pytest -q -p no:cacheprovider --maxfail=10 \
     tests/test_kernels.py tests/test_graphs.py 2>&1 | tee "$OUT/pytest.log" | tail -25
-step "kernels" 60 $PY benchmarks/kernels.py --output "$OUT/kernels.json"
-step "step, LLaDA-8B shape" 150 $PY benchmarks/step.py --modes eager,cuda --output "$OUT/step.json"
+step "kernels" 45 $PY benchmarks/kernels.py --output "$OUT/kernels.json"
+step "step, LLaDA-8B shape" 120 $PY benchmarks/step.py --modes eager,cuda --output "$OUT/step.json"
 fd=() fdenv=()
 if [ -f .fast-dllm/llada/generate.py ] && ls .whl/transformers-4.49*.whl >/dev/null 2>&1 \
         && $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/fdsite .whl/*.whl; then
@@ -42,7 +42,7 @@ if [ -f .fast-dllm/llada/generate.py ] && ls .whl/transformers-4.49*.whl >/dev/n
     fdenv=("PYTHONPATH=/tmp/fdsite${PYTHONPATH:+:$PYTHONPATH}")
 fi
 for g in none cuda; do
-    step "cache end to end, graphs=$g ${fd[*]}" 120 env "${fdenv[@]}" \
+    step "cache end to end, graphs=$g ${fd[*]}" 100 env "${fdenv[@]}" \
         $PY benchmarks/cache.py --device cuda --dtype bfloat16 --lengths 256,512 --blocks 32 --modes none,dual \
         --repeats 3 --graphs "$g" "${fd[@]}" --output "$OUT/cache_$g.json"
 done
