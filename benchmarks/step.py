@@ -10,7 +10,8 @@ floor = bytes of all weights / the device's measured copy bandwidth (a device-to
 1 GiB: read + write bytes / time), the time it takes to read the weights once; "x floor" is
 step time / floor. `--modes` picks how the step runs, through the engine's own replay
 (dllm/engine/graphs.py): eager (op by op), cuda (a CUDA graph), compile (torch.compile; on CUDA
-also captured). ops_per_layer: aten ops the eager PyTorch step dispatches per layer. Writes JSON and prints a table. Never run as a test.
+also captured). ops_per_layer: aten ops the eager PyTorch step dispatches per layer. Writes JSON
+and prints a table. Never run as a test.
 """
 from __future__ import annotations
 
