@@ -60,6 +60,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--fast-dllm", help="Fast-dLLM's llada/ folder, to time its generate functions in the same run")
     ap.add_argument("--graphs", default=None, help="LLM(graphs=...): auto | cuda | compile | none")
+    ap.add_argument("--pack", default=None, help="LLM(pack=...): auto | onednn | none")
     ap.add_argument("--output", default="bench_cache.json")
     a = ap.parse_args(argv)
 
@@ -69,7 +70,7 @@ def main(argv=None):
         tmp = tempfile.TemporaryDirectory()
         path = tmp.name
         synthetic_checkpoint(Path(path))
-    llm = LLM(path, device=a.device, dtype=a.dtype, graphs=a.graphs)
+    llm = LLM(path, device=a.device, dtype=a.dtype, graphs=a.graphs, pack=a.pack)
     n_params = sum(p.numel() for p in llm.model.parameters())
     g = torch.Generator().manual_seed(0)
     V = llm.args.vocab_size
@@ -110,7 +111,7 @@ def main(argv=None):
                 print(rows[-1], file=sys.stderr)
     config = dict(model=a.model or f"synthetic LLaDA-shaped {SYNTHETIC}", params=n_params, dtype=str(llm.dtype),
                   device=str(llm.device), scheduler=a.scheduler, threshold=a.threshold, prompt_len=a.prompt_len,
-                  batch=a.batch, repeats=a.repeats, graphs=llm.graphs)
+                  batch=a.batch, repeats=a.repeats, graphs=llm.graphs, packed=llm.packed)
     write(a.output, config, rows, ["engine", "length", "block", "cache", "nfe", "tokens_per_forward", "wall_s",
                                    "ms_per_token", "tokens_per_s", "cache_bytes", "same_tokens", "speedup", "pair_median"])
 

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
     gen.add_argument("--graphs", choices=("auto", "cuda", "compile", "none"),
                      help="how cached steps run: a CUDA graph, torch.compile, or eager (default: $DLLM_GRAPHS, else auto)")
+    gen.add_argument("--pack", choices=("auto", "onednn", "none"),
+                     help="pack the linear weights for oneDNN, the fast CPU path (default: $DLLM_PACK, else auto: "
+                          "on a CPU unless --graphs compile)")
     gen.add_argument("--no-chat-template", action="store_true",
                      help="encode text prompts as-is instead of through the tokenizer's chat template")
     gen.add_argument("--json", action="store_true", help="print each result as one JSON line")
@@ -202,7 +205,7 @@ def cmd_generate(args) -> int:
         t0 = time.perf_counter()
         from dllm.llm import LLM
 
-        llm = LLM(args.model, device=args.device, dtype=args.dtype, graphs=args.graphs)
+        llm = LLM(args.model, device=args.device, dtype=args.dtype, graphs=args.graphs, pack=args.pack)
         load_s = time.perf_counter() - t0
         status.show(f"generating {len(prompts)} answer(s)…")
         stream = None

@@ -44,12 +44,17 @@ class LLM:
     kernels: "auto" | "triton" | "torch" (default: $DLLM_KERNELS, else "auto"), see dllm/kernels.
     graphs: "auto" | "cuda" | "compile" | "none" (default: $DLLM_GRAPHS, else "auto"): how the cached
     steps of a block are replayed, see dllm/engine/graphs.py.
+    pack: "auto" | "onednn" | "none" (default: $DLLM_PACK, else "auto"): whether the linear weights
+    are packed for oneDNN, the fast CPU path (auto: on a CPU, unless graphs="compile"), see
+    dllm/models/packing.py.
     """
 
-    def __init__(self, model, device=None, dtype=None, kernels: str | None = None, graphs: str | None = None):
+    def __init__(self, model, device=None, dtype=None, kernels: str | None = None, graphs: str | None = None,
+                 pack: str | None = None):
         from dllm.engine.graphs import resolve_graphs
         from dllm.kernels import resolve_kernels
         from dllm.models import load_model
+        from dllm.models.packing import pack_linears, resolve_pack
         from dllm.tokenizer import Tokenizer
 
         self.path = Path(model)
@@ -59,9 +64,13 @@ class LLM:
         self.graphs = resolve_graphs(graphs, self.device)
         if self.graphs == "compile" and self.kernels == "triton" and self.device.type != "cuda":
             raise DllmError("graphs='compile' cannot trace Triton's CPU interpreter; use kernels='torch' on a CPU.")
+        packed = resolve_pack(pack, self.device, self.dtype, self.graphs)
         self.model, self.args = load_model(self.path, self.device, self.dtype)
-        if hasattr(self.model, "set_kernels"):
+        if hasattr(self.model, "set_kernels"):   # our Transformer (not a transformers fallback model)
             self.model.set_kernels(self.kernels)
+            if packed:
+                pack_linears(self.model)
+        self.packed = packed and hasattr(self.model, "set_kernels")
         self.tokenizer = Tokenizer.from_gguf(self.path) if self.path.suffix == ".gguf" and self.path.is_file() \
             else Tokenizer.from_pretrained(self.path)
         self._set_stop_ids()
@@ -76,6 +85,7 @@ class LLM:
         from dllm.kernels import resolve_kernels
         self.kernels = resolve_kernels(None, self.device)
         self.graphs = "none"   # any model object: its forward need not be capturable
+        self.packed = False    # nor its weights ours to repack
         self.model, self.args, self.tokenizer = model, args, tokenizer
         self._set_stop_ids()
         return self

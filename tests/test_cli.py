@@ -88,6 +88,13 @@ def test_bad_sampling_flags_are_one_line_errors(args, tmp_path):
     assert_one_line_error(*dllm("generate", "--model", tmp_path, *args, "hi"))
 
 
+def test_pack_that_cannot_run_is_a_one_line_error(tmp_path):
+    # refused before the model is loaded too
+    rc, out, err = dllm("generate", "--model", tmp_path, "--pack", "onednn", "--graphs", "compile", "hi")
+    assert_one_line_error(rc, out, err)
+    assert "graphs='compile'" in err
+
+
 def test_missing_model_flag_uses_the_default_model():
     from dllm.default_model import DEFAULT_MODEL
 

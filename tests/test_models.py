@@ -11,13 +11,25 @@ from tests import reference
 from tests.checkpoints import write_dream, write_llada
 
 
-@pytest.fixture(params=[False, True], ids=["gemm-per-block", "one-gemm"])
-def gemms(request, monkeypatch):
-    """Both ways of running the fused q/k/v and gate/up projections (transformer.split_linear):
-    one GEMM (the GPU path) and one per checkpoint matrix (the CPU path)."""
+@pytest.fixture(params=[False, True, "onednn"], ids=["gemm-per-block", "one-gemm", "onednn"])
+def load(request, monkeypatch):
+    """load_model for each way of running the projections (transformer.split_linear): one GEMM
+    per fused matrix (the GPU path), one per checkpoint matrix (the dense CPU path), and weights
+    packed for oneDNN (models/packing.py, the CPU default of LLM)."""
     from dllm.models import transformer
-    monkeypatch.setattr(transformer, "ONE_GEMM", request.param)
-    return request.param
+    from dllm.models.packing import can_pack, pack_linears
+
+    packed = request.param == "onednn"
+    if packed and not can_pack("cpu", torch.float32):
+        pytest.skip("this torch has no oneDNN packed linear")
+    monkeypatch.setattr(transformer, "ONE_GEMM", None if packed else request.param)
+
+    def load_(path):
+        model, args = load_model(path)
+        if packed:
+            pack_linears(model)
+        return model, args
+    return load_
 
 
 def _ids(V, T, seed=0, B=2):
@@ -25,9 +37,9 @@ def _ids(V, T, seed=0, B=2):
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(n_kv_heads=2), dict(n_kv_heads=1, qkv_bias=True), dict(dim=48, n_heads=3, hidden=70)])
-def test_llada_logits_match_reference(tmp_path, kw, gemms):
+def test_llada_logits_match_reference(tmp_path, kw, load):
     cfg, sd, _ = write_llada(tmp_path, tokenizer=False, **kw)
-    model, args = load_model(tmp_path)
+    model, args = load(tmp_path)
     ids = _ids(cfg["vocab_size"], 23)
     pos = torch.arange(23)[None].expand(2, 23)
     ours = model(ids, pos)
@@ -38,9 +50,9 @@ def test_llada_logits_match_reference(tmp_path, kw, gemms):
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(n_kv_heads=4), dict(n_kv_heads=1)])
-def test_dream_logits_match_reference_with_shift(tmp_path, kw, gemms):
+def test_dream_logits_match_reference_with_shift(tmp_path, kw, load):
     cfg, sd, _ = write_dream(tmp_path, tokenizer=False, **kw)
-    model, args = load_model(tmp_path)
+    model, args = load(tmp_path)
     assert args.family == "dream" and args.shift_logits
     ids = _ids(cfg["vocab_size"], 19)
     pos = torch.arange(19)[None].expand(2, 19)
@@ -167,5 +179,5 @@ def test_one_gemm_and_split_gemms_generate_the_same(llada_notok_dir, monkeypatch
     outs = []
     for one in (False, True):
         monkeypatch.setattr(transformer, "ONE_GEMM", one)
-        outs.append([(o.token_ids, o.stats.nfe) for o in LLM(llada_notok_dir).generate(prompts, sp)])
+        outs.append([(o.token_ids, o.stats.nfe) for o in LLM(llada_notok_dir, pack="none").generate(prompts, sp)])
     assert outs[0] == outs[1] and any(t for t, _ in outs[0])

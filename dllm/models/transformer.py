@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dllm.models.config import ModelArgs
+from dllm.models.packing import PackedLinear
 
 
 class RMSNorm(nn.Module):
@@ -86,12 +87,13 @@ def one_gemm(x) -> bool:
     return x.is_cuda if ONE_GEMM is None else ONE_GEMM
 
 
-def split_linear(x, lin: nn.Linear, parts, join: bool = True):
+def split_linear(x, lin: nn.Linear | PackedLinear, parts, join: bool = True):
     """x @ lin.weight.T (+ bias) for a fused projection whose row blocks are parts ((lo, hi)
-    ranges) -> one tensor (join) or one per block. On a GPU one GEMM: a small-batch step is bound
-    by launches there. On a CPU one GEMM per row block: MKL runs the narrower GEMMs faster at a
-    32-row step (about 5% of a 110M model's step)."""
-    if one_gemm(x):
+    ranges) -> one tensor (join) or one per block. On a GPU, or with the weight packed for oneDNN
+    (models/packing.py), one GEMM: a small-batch step is bound by launches on a GPU. With a dense
+    weight on a CPU one GEMM per row block: MKL runs the narrower GEMMs faster at a 32-row step
+    (about 5% of a 110M model's step)."""
+    if one_gemm(x) or isinstance(lin, PackedLinear):
         y = lin(x)
         return y if join else y.split([hi - lo for lo, hi in parts], -1)
     w, b = lin.weight, lin.bias
@@ -206,9 +208,13 @@ class Transformer(nn.Module):
         """The weights under the checkpoint's layout: every parameter by name, with the fused
         projections split into views of their row ranges (layers.{i}.attention.wq.weight,
         ...wk..., ...wv..., layers.{i}.feed_forward.w1.weight, ...w3...). Loaders copy into these
-        views; savers read them."""
+        views; savers read them. With packed weights (models/packing.py) they are dense copies."""
         out = {}
         for name, p in self.named_parameters():
+            if p.is_mkldnn:
+                if name == "output.weight" and self.args.tie_embeddings:
+                    continue   # the tied head's packed copy of the embedding
+                p = p.to_dense()
             mod_name, _, leaf = name.rpartition(".")
             owner, _, proj = mod_name.rpartition(".")
             mod = self.get_submodule(owner) if owner else None
