@@ -2,7 +2,7 @@
 
 python benchmarks/step.py                          # LLaDA-8B shape, random bf16 weights, on the GPU
 python benchmarks/step.py --kernels torch,triton --batch 1,8 --cache-len 1024 --block 32
-python benchmarks/step.py --shape small --device cpu --dtype float32 --modes eager,compile   # without a GPU
+python benchmarks/step.py --shape small --device cpu --dtype float32 --modes eager,packed,compile   # without a GPU
 
 One step = the dual-cache step of Fast-dLLM: a forward over the 32 block rows that attends over
 a `--cache-len`-column KV cache (model(token_ids [B, 32], positions, cache)), LM head on the block.
@@ -10,12 +10,14 @@ floor = bytes of all weights / the device's measured copy bandwidth (a device-to
 1 GiB: read + write bytes / time), the time it takes to read the weights once; "x floor" is
 step time / floor. `--modes` picks how the step runs, through the engine's own replay
 (dllm/engine/graphs.py): eager (op by op), cuda (a CUDA graph), compile (torch.compile; on CUDA
-also captured). ops_per_layer: aten ops the eager PyTorch step dispatches per layer. Writes JSON
+also captured), packed (eager with the weights packed for oneDNN, the CPU default of LLM,
+dllm/models/packing.py). ops_per_layer: aten ops the eager PyTorch step dispatches per layer. Writes JSON
 and prints a table. Never run as a test.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -28,6 +30,7 @@ from benchmarks.common import timed, write  # noqa: E402
 from dllm.engine.graphs import StepGraphs  # noqa: E402
 from dllm.engine.kv_cache import KVCache  # noqa: E402
 from dllm.models.config import llada_args  # noqa: E402
+from dllm.models.packing import can_pack, pack_linears  # noqa: E402
 from dllm.models.transformer import Transformer  # noqa: E402
 
 SHAPES = {   # LLaDA-8B-Instruct's config.json fields, and a small one for smoke runs
@@ -80,7 +83,8 @@ def main() -> int:
     ap.add_argument("--cache-len", type=int, default=1024)
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--kernels", default="torch,triton")
-    ap.add_argument("--modes", default=None, help="eager,cuda,compile (default: eager,cuda on CUDA, eager elsewhere)")
+    ap.add_argument("--modes", default=None,
+                    help="eager,cuda,compile,packed (default: eager,cuda on CUDA, eager,packed on a CPU with oneDNN)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--output", default="bench_step.json")
     a = ap.parse_args()
@@ -89,7 +93,12 @@ def main() -> int:
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bw = bandwidth(device)
     floor = weight_bytes / bw
-    modes = (a.modes or ("eager,cuda" if device.type == "cuda" else "eager")).split(",")
+    cpu_default = "eager,packed" if can_pack(device, dtype) else "eager"
+    modes = (a.modes or ("eager,cuda" if device.type == "cuda" else cpu_default)).split(",")
+    packed = None
+    if "packed" in modes:
+        packed = copy.deepcopy(model)
+        pack_linears(packed)
     rows = []
     for B in map(int, a.batch.split(",")):
         cache = KVCache(args, B, a.cache_len, dtype, device)
@@ -100,9 +109,12 @@ def main() -> int:
         pos = torch.arange(cache.start, cache.start + a.block, device=device).expand(B, -1)
         for kernels in a.kernels.split(","):
             model.set_kernels(kernels)
+            if packed is not None:
+                packed.set_kernels(kernels)
             for mode in modes:
-                if mode == "eager":
-                    step = lambda: model(ids, pos, cache=cache)      # noqa: E731
+                if mode in ("eager", "packed"):
+                    m = packed if mode == "packed" else model
+                    step = lambda m=m: m(ids, pos, cache=cache)      # noqa: E731
                 else:   # the engine's replay: inputs copied into fixed buffers, then the recording
                     graphs = StepGraphs(model, cache, mode)
                     step = lambda g=graphs: g(ids, pos, cache.start, slice(0, a.block), None)   # noqa: E731
@@ -112,7 +124,7 @@ def main() -> int:
                 warm = time.perf_counter() - t0
                 t = statistics.median(timed(step, device)[1] for _ in range(a.repeats))
                 # Triton launches and replays are not aten ops: counted for the PyTorch eager step only
-                ops = dispatched_ops(step) / args.n_layers if (mode, kernels) == ("eager", "torch") else None
+                ops = dispatched_ops(step) / args.n_layers if mode in ("eager", "packed") and kernels == "torch" else None
                 rows.append({"batch": B, "kernels": kernels, "mode": mode, "ms": t * 1e3, "floor_ms": floor * 1e3,
                              "x_floor": t / floor, "first3_s": warm, "ops_per_layer": ops})
     write(a.output, {**vars(a), "weight_bytes": weight_bytes, "bandwidth_Bps": bw, "parameters": args.__dict__},
