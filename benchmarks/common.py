@@ -4,9 +4,17 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# `python benchmarks/X.py` puts this folder first on sys.path, where kernels.py would shadow
+# Hugging Face's `kernels` package (transformers >= 5 imports it): every script imports this
+# module before transformers, so the folder leaves sys.path here
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 def machine() -> dict:
