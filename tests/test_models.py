@@ -181,3 +181,21 @@ def test_one_gemm_and_split_gemms_generate_the_same(llada_notok_dir, monkeypatch
         monkeypatch.setattr(transformer, "ONE_GEMM", one)
         outs.append([(o.token_ids, o.stats.nfe) for o in LLM(llada_notok_dir, pack="none").generate(prompts, sp)])
     assert outs[0] == outs[1] and any(t for t, _ in outs[0])
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_last_layer_runs_only_the_queried_rows_but_caches_every_row(tmp_path, family, load):
+    """The head reads rows q: the last layer projects out and runs the MLP on those rows only, yet
+    every row's keys/values (last layer included) reach the cache, as a forward over all rows writes them."""
+    from dllm.engine.kv_cache import KVCache
+
+    cfg, _, _ = (write_llada if family == "llada" else write_dream)(tmp_path, tokenizer=False)
+    model, args = load(tmp_path)
+    ids = _ids(cfg["vocab_size"], 13)
+    pos = torch.arange(13)[None].expand(2, 13)
+    caches = [KVCache(args, 2, 13, torch.float32, torch.device("cpu")) for _ in range(2)]
+    full = model(ids, pos, caches[0])
+    part = model(ids, pos, caches[1], slice(4, 9))
+    torch.testing.assert_close(part, full[:, 4:9], atol=1e-5, rtol=1e-5)
+    for a, b in zip(caches[0].k + caches[0].v, caches[1].k + caches[1].v):
+        assert torch.equal(a, b)

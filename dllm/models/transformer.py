@@ -120,7 +120,9 @@ class Attention(nn.Module):
         """Row ranges of the checkpoint's q/k/v projections inside wqkv."""
         return self._parts
 
-    def forward(self, x, cos, sin, mask, cache):
+    def forward(self, x, cos, sin, mask, cache, rows: slice | None = None):
+        """x [B, T, dim] -> [B, T', dim]: every row's keys/values are computed (and cached), but only
+        the queries of `rows` (all T when None) attend and are projected out."""
         B, T, _ = x.shape
         a, hd, H = self.a, self.a.head_dim, self.a.n_heads
         qkv = split_linear(x, self.wqkv, self.parts().values()).view(B, T, H + 2 * a.n_kv_heads, hd)
@@ -139,6 +141,10 @@ class Attention(nn.Module):
             k, v = cache.update(self.layer, None, v, k_writer=rope_k)
         else:
             k = rope_k()
+        if rows is not None:
+            q = q[:, :, rows]
+            if mask is not None and mask.shape[2] != 1:   # a per-query mask: its rows of the queries kept
+                mask = mask[:, :, rows]
         if a.causal:
             # query i sits at key column start + i (start = the cache's write column, 0 without a
             # cache) and sees keys j <= start + i; skipped when that already admits every key
@@ -146,13 +152,14 @@ class Attention(nn.Module):
             start, S = (cache.start if cache is not None else 0), k.shape[2]
             if start + 1 < S:
                 causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=start)
+                causal = causal if rows is None else causal[rows]
                 mask = causal if mask is None else mask & causal
         if self.triton and not a.causal and (mask is None or mask.shape[2] == 1) and hd >= 16 and hd & (hd - 1) == 0:
             from dllm.kernels.attention import attention   # split-KV over the cache views, key padding only
             o = attention(q, k, v, None if mask is None else mask[:, 0, 0, :])
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=a.n_kv_heads != a.n_heads)
-        return self.wo(o.transpose(1, 2).reshape(B, T, H * hd))
+        return self.wo(o.transpose(1, 2).reshape(B, q.shape[2], H * hd))
 
 
 class FeedForward(nn.Module):
@@ -187,8 +194,11 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(a.dim, a.norm_eps)
         self.feed_forward = FeedForward(a)
 
-    def forward(self, x, cos, sin, mask, cache):
-        n, h = self.ffn_norm(self.attention(self.attention_norm(x), cos, sin, mask, cache), residual=x)
+    def forward(self, x, cos, sin, mask, cache, rows: slice | None = None):
+        """rows: only these rows of the output are needed (the last layer: the LM head's rows); the
+        others still write their keys/values into the cache."""
+        o = self.attention(self.attention_norm(x), cos, sin, mask, cache, rows)
+        n, h = self.ffn_norm(o, residual=x if rows is None else x[:, rows])
         return h + self.feed_forward(n)
 
 
@@ -241,7 +251,7 @@ class Transformer(nn.Module):
         attn_mask [B, keys] bool: False on padding, never attended; or [B, T, keys] bool, a full
         per-query mask (the AR prefill, where a padding query must still see one key).
         Returns logits [B, Q, vocab] for the rows in query_slice (all rows when None): the LM
-        head never runs on rows nobody reads. For shift_logits families (Dream) row i is scored
+        head, and the last layer's attention output and MLP, never run on rows nobody reads. For shift_logits families (Dream) row i is scored
         by the hidden state at i-1 (row 0 by itself, as Dream does).
         """
         a = self.args
@@ -250,14 +260,19 @@ class Transformer(nn.Module):
             h = h * (a.dim ** 0.5)
         cos, sin = self.rotary(positions, token_ids.shape[1] if cache is None else cache.length)
         mask = None if attn_mask is None else attn_mask[:, None] if attn_mask.dim() == 3 else attn_mask[:, None, None, :]
-        for layer in self.layers:
-            h = layer(h, cos, sin, mask, cache)
         L = token_ids.shape[1]
         q = query_slice if query_slice is not None else slice(0, L)
         if q.start is not None and q.stop is not None and 0 <= q.start <= q.stop:
             start, stop = q.start, q.stop   # callers keep stop <= L; q.indices(L) would pin L under torch.compile
         else:
             start, stop, _ = q.indices(L)
+        # the head reads rows [start, stop) ([start - 1, stop - 1) with shift_logits): the last layer
+        # runs attention output and MLP on those rows only (every row still caches its keys/values)
+        lo = max(start - 1, 0) if a.shift_logits else start
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, mask, cache, slice(lo, stop) if i == last else None)
+        start, stop = start - lo, stop - lo             # h [B, stop - lo, dim]: rows lo.. of the window
         if a.shift_logits:
             rows = torch.arange(start - 1, stop - 1, device=h.device).clamp_(min=0)
             h = h[:, rows]
