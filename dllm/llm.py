@@ -66,11 +66,12 @@ class LLM:
             raise DllmError("graphs='compile' cannot trace Triton's CPU interpreter; use kernels='torch' on a CPU.")
         packed = resolve_pack(pack, self.device, self.dtype, self.graphs)
         self.model, self.args = load_model(self.path, self.device, self.dtype)
-        if hasattr(self.model, "set_kernels"):   # our Transformer (not a transformers fallback model)
+        ours = hasattr(self.model, "set_kernels")   # our Transformer, not a transformers fallback model
+        if ours:
             self.model.set_kernels(self.kernels)
-            if packed:
-                pack_linears(self.model)
-        self.packed = packed and hasattr(self.model, "set_kernels")
+        self.packed = packed and ours
+        if self.packed:
+            pack_linears(self.model)
         self.tokenizer = Tokenizer.from_gguf(self.path) if self.path.suffix == ".gguf" and self.path.is_file() \
             else Tokenizer.from_pretrained(self.path)
         self._set_stop_ids()

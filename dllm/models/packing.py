@@ -4,9 +4,9 @@ A 32-row denoising step multiplies a thin [32, dim] activation by every weight m
 F.linear (MKL sgemm on a row-major [out, in] matrix) that runs at ~115 GFLOP/s on two AVX-512
 cores; oneDNN on a weight reordered once into its blocked layout runs the same product at
 ~205 GFLOP/s (the LM head, [32, 768] x [16384, 768]: 10.7 -> 4.2 ms), because the per-call
-repacking of the weight is gone. Each output row is the same
-dot product up to float32 summation order (|diff| ~1e-4 on unit-scale logits; identical in
-bfloat16, where F.linear already calls oneDNN).
+repacking of the weight is gone. Each output row is the same dot product up to float32
+summation order (|diff| ~1e-4 on unit-scale logits; identical in bfloat16, where F.linear
+already calls oneDNN).
 
 pack_linears(model) swaps each nn.Linear of a loaded Transformer for a PackedLinear that holds
 only the packed weight (no second copy); the tied LM head gets its own packed copy of the
@@ -82,13 +82,9 @@ class PackedLinear(nn.Module):
 def pack_linears(model) -> None:
     """Every nn.Linear of `model` (a loaded Transformer) -> PackedLinear, in place; a tied LM head
     gets a packed copy of the embedding as model.output."""
-    for name, mod in list(model.named_modules()):
+    for mod in list(model.modules()):
         for child_name, child in list(mod.named_children()):
             if type(child) is nn.Linear:
                 setattr(mod, child_name, PackedLinear(child.weight, child.bias))
     if model.output is None:
         model.output = PackedLinear(model.tok_embeddings.weight, None)
-
-
-def is_packed(lin) -> bool:
-    return isinstance(lin, PackedLinear)

@@ -251,8 +251,9 @@ class Transformer(nn.Module):
         attn_mask [B, keys] bool: False on padding, never attended; or [B, T, keys] bool, a full
         per-query mask (the AR prefill, where a padding query must still see one key).
         Returns logits [B, Q, vocab] for the rows in query_slice (all rows when None): the LM
-        head, and the last layer's attention output and MLP, never run on rows nobody reads. For shift_logits families (Dream) row i is scored
-        by the hidden state at i-1 (row 0 by itself, as Dream does).
+        head, and the last layer's attention output and MLP, never run on rows nobody reads. For
+        shift_logits families (Dream) row i is scored by the hidden state at i-1 (row 0 by
+        itself, as Dream does).
         """
         a = self.args
         h = self.tok_embeddings(token_ids)
