@@ -27,3 +27,7 @@ class UnsupportedError(DllmError):
 
 class ConstraintError(InvalidParamsError):
     """An invalid or unsatisfiable regex, JSON schema or grammar."""
+
+
+class ConstraintBudgetError(ConstraintError):
+    """Compiling a constraint went past its state or time budget (the sentence names the part that blew up)."""
