@@ -34,7 +34,7 @@ def main() -> int:
         print("benchmarks/kernels.py times the Triton kernels on a CUDA GPU; none is available here.", file=sys.stderr)
         return 2
     from dllm.kernels.vocab_reduce import vocab_reduce, vocab_reduce_torch
-    from dllm.engine.scoring import propose
+    from dllm.engine.sampling import propose
 
     dev, dtype = torch.device("cuda"), getattr(torch, a.dtype)
     rows = []

@@ -46,7 +46,7 @@ class GrammarRows:
         self.fallback = torch.tensor(single + sorted(self.stops), dtype=torch.long)
         self.logits = None
 
-    # ---- the interface shared with ConstrainedRows ----------------------------------------------
+    # ---- the interface shared with ConstrainedRows (constraints/base.py) ----------------------------
     def completable(self, x) -> torch.Tensor:
         self.charts = [self._check(r, row) for r, row in enumerate(x[:, self.P:].tolist())]
         return torch.tensor([c is not None for c in self.charts], device=x.device)
@@ -54,18 +54,12 @@ class GrammarRows:
     def begin_block(self, x, blk):
         self.ltr = [False] * len(self.ltr)
 
-    def keep_rows(self, idx):
-        keep = idx.tolist()
-        self.charts = [self.charts[i] for i in keep]
-        self.ltr = [self.ltr[i] for i in keep]
-        self.template = self.template[idx.cpu()]
-
-    def restrict(self, logits, xblk, masked, propose):
+    def witness(self, logits, xblk, masked, propose):
         """The unconstrained proposal; the step's logits are kept for re-picks."""
         self.logits = logits
         return propose(logits)
 
-    def select(self, commit, tokens, scores, x, blk):
+    def check(self, commit, tokens, scores, x, blk):
         """Vet the scheduler's commit [B, W] -> (commit, tokens) where every committed token keeps
         its row completable; rows that get stuck backtrack (x is changed in place)."""
         dev, off = commit.device, blk.start - self.P

@@ -1,8 +1,8 @@
-"""A compiled constraint applied to one generate call: per-row DFA states and the DINGO witness.
+"""A compiled regex constraint applied to one request: its DFA state and the DINGO witness.
 
 The engine calls begin_block at each block start (walks the newly committed columns, finds
-the states from which the rest of the answer can be completed), restrict at each step (the
-witness replaces the proposed tokens of the masked slots) and keep_rows when requests leave.
+the states from which the rest of the answer can be completed) and witness at each step (the
+witness replaces the proposed tokens of the masked slots); see constraints/base.py.
 """
 from __future__ import annotations
 
@@ -32,9 +32,6 @@ class ConstrainedRows:
         self.col = blk.start
         self.feasible = self._feasible_from(x, blk.stop)
 
-    def keep_rows(self, idx):
-        self.state = self.state[idx]
-
     def _feasible_from(self, x, col: int) -> torch.Tensor:
         """[B, S + 1] bool: states at column `col` from which columns col.. can be completed."""
         lat = self.lat
@@ -58,7 +55,7 @@ class ConstrainedRows:
             feas = torch.where(fixed[:, c, None], fix, free)
         return feas
 
-    def restrict(self, logits, xblk, masked, propose):
+    def witness(self, logits, xblk, masked, propose):
         """-> (tokens, scores): the witness in the masked slots, scored by its own probability
         (low_confidence) or by `propose()`'s score of the slot (other remasking rules)."""
         l32 = logits.float()
@@ -79,7 +76,7 @@ class ConstrainedRows:
             scores = propose(logits)[1]
         return torch.where(masked, witness, xblk), scores
 
-    def select(self, commit, tokens, scores, x, blk):
+    def check(self, commit, tokens, scores, x, blk):
         """Nothing to vet: every proposed token is the witness's, and any subset of it is valid."""
         return commit, tokens
 
@@ -97,27 +94,28 @@ class ConstrainedRows:
         return witness
 
 
-class ARMask:
-    """The same compiled DFA on the autoregressive path: `token_mask_fn` for ar_generate.
+class TokenMask:
+    """The same compiled DFA on the autoregressive path, for one request.
 
     Before answer token i of N: allowed = tokens whose class leads to a state that can still
     reach acceptance within the N - i - 1 tokens left, plus end tokens from accepting states.
     """
 
-    def __init__(self, dfa, stop_ids, answer_len: int, batch: int, device):
+    def __init__(self, dfa, stop_ids, answer_len: int, device):
         self.lat = Lattice(dfa, stop_ids, device)
         self.N = answer_len
-        self.state = torch.full((batch,), dfa.start, dtype=torch.long, device=device)
+        self.state = torch.full((1,), dfa.start, dtype=torch.long, device=device)
         self.col = 0
 
-    def __call__(self, i: int, rows) -> torch.Tensor:
+    def allowed(self, generated, i: int) -> torch.Tensor:
+        """generated [i]: the answer tokens chosen so far -> [V] bool."""
         lat = self.lat
         for c in range(self.col, i):                 # the tokens chosen since the last call
-            self.state = torch.where(rows.done, self.state, lat.step_token(self.state, rows.generated[:, c]))
+            self.state = lat.step_token(self.state, generated[c:c + 1])
         self.col = i
         s = self.state.clamp(0, lat.S - 1)
-        nxt = lat.trans[s]                                                    # [B, C]
+        nxt = lat.trans[s]                                                    # [1, C]
         ok = (nxt >= 0) & (lat.dist[nxt.clamp(min=0)] <= self.N - i - 1) & (self.state < lat.S)[:, None]
-        allowed = ok[:, lat.token_class]                                      # [B, V]
+        allowed = ok[:, lat.token_class]                                      # [1, V]
         allowed[:, lat.stop] = lat.can_end[self.state.clamp(min=0)][:, None]
-        return allowed
+        return allowed[0]

@@ -7,7 +7,7 @@ from dllm.outputs import GenerationStats, RequestOutput
 from dllm.sampling_params import SamplingParams
 
 __version__ = "0.1.0"
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "GenerationStats", "DllmError"]
+__all__ = ["LLM", "LLMEngine", "SamplingParams", "RequestOutput", "GenerationStats", "DllmError"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from dllm.llm import LLM
 
         return LLM
+    if name == "LLMEngine":
+        from dllm.engine.llm_engine import LLMEngine
+
+        return LLMEngine
     raise AttributeError(f"module 'dllm' has no attribute {name!r}")

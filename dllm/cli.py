@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dllm.errors import DllmError
 from dllm.sampling_params import CACHES, REMASKING, SCHEDULES, SamplingParams
-from dllm.schedulers import SCHEDULERS
+from dllm.schedulers import MODES, SCHEDULERS
 
 MASK = "░"
 _VISIBLE = str.maketrans({"\n": "↵", "\r": "␍", "\t": "→"})
@@ -29,7 +29,7 @@ _HELP = {
     "top_p": "nucleus sampling mass in (0, 1]",
     "top_k": "sample among the k most likely tokens",
     "seed": "random seed, for reproducible sampling",
-    "scheduler": f"unmasking policy: {', '.join(sorted(SCHEDULERS))}",
+    "scheduler": f"unmasking policy: {', '.join(sorted((*SCHEDULERS, *MODES)))}",
     "remasking": f"which score ranks masked slots: {', '.join(REMASKING)}",
     "schedule": f"tokens committed per step: {', '.join(SCHEDULES)}",
     "eps": "final timestep of the Dream schedule, in (0, 1)",
@@ -208,11 +208,17 @@ def cmd_generate(args) -> int:
         llm = LLM(args.model, device=args.device, dtype=args.dtype, graphs=args.graphs, pack=args.pack)
         load_s = time.perf_counter() - t0
         status.show(f"generating {len(prompts)} answer(s)…")
-        stream = None
-        if llm.args.causal and len(prompts) == 1 and not args.json and sys.stdout.isatty() and llm.tokenizer:
+        chat = not args.no_chat_template
+        streaming = len(prompts) == 1 and not args.json and llm.tokenizer is not None
+        if streaming:   # one answer: printed as its text becomes final
             status.clear()
-            stream = _Stream(llm)   # autoregressive: print the answer as it is generated
-        outputs = llm.generate(prompts, params, apply_chat_template=not args.no_chat_template, on_step=stream)
+            out = None
+            for out in llm.stream(prompts[0], params, apply_chat_template=chat):
+                print(out.delta_text, end="", flush=True)
+            print(flush=True)
+            outputs = [out]
+        else:
+            outputs = llm.generate(prompts, params, apply_chat_template=chat)
     finally:
         status.clear()
     dtype = str(llm.dtype).replace("torch.", "")
@@ -223,9 +229,7 @@ def cmd_generate(args) -> int:
             _show_steps(llm, out, label=f"[{i + 1}] " if len(outputs) > 1 else "", color=tty)
         if args.json:
             print(json.dumps(out.to_dict(), ensure_ascii=False), flush=True)
-        elif stream is not None:
-            stream.finish(out.text)
-        else:
+        elif not streaming:
             if len(outputs) > 1:
                 print(f"=== [{i + 1}/{len(outputs)}] ===")
             print(out.text if out.text is not None else ",".join(map(str, out.token_ids)), flush=True)
@@ -262,28 +266,6 @@ def cmd_train_filter(args) -> int:
     log(f"trained in {time.perf_counter() - t0:.1f}s")
     print(info["output"])
     return 0
-
-
-class _Stream:
-    """Prints an autoregressive answer token by token: each call re-decodes the tokens so far and
-    writes the new suffix (byte-level pieces of one character complete only together)."""
-
-    def __init__(self, llm):
-        self.llm, self.ids, self.shown = llm, [], ""
-
-    def __call__(self, i, tokens, done):
-        if bool(done[0]) and int(tokens[0]) in self.llm.stop_ids:
-            return
-        self.ids.append(int(tokens[0]))
-        text = self.llm.tokenizer.decode(self.ids)
-        if text.startswith(self.shown) and not text.endswith("\ufffd"):
-            print(text[len(self.shown):], end="", flush=True)
-            self.shown = text
-
-    def finish(self, final: str):
-        # the final text may be shorter (a stop string cut it): say so rather than leave it wrong
-        rest = final[len(self.shown):] if final.startswith(self.shown) else None
-        print(rest if rest is not None else f"\n[final answer, cut at a stop string:]\n{final}", flush=True)
 
 
 class _Status:

@@ -9,20 +9,26 @@ class GenerationStats:
     nfe: int = 0                 # model forward passes spent on this request
     steps: int = 0               # denoising steps taken (a step may span several forwards)
     tokens_per_forward: float = 0.0  # answer tokens decoded (up to EOS) per forward
-    elapsed_s: float = 0.0       # wall time of the generate() call that served the request
+    elapsed_s: float = 0.0       # seconds from the request's arrival until it finished
     prompt_tokens: int = 0
     answer_tokens: int = 0
-    cache_bytes: int = 0         # KV cache allocated for the batch that served the request
+    cache_bytes: int = 0         # KV pool bytes the request held (its canvas' keys/values, per layer)
+    first_token_s: float = 0.0   # seconds from arrival until its first text became final
     trace: list = field(default_factory=list)  # per step, when SamplingParams(trace=True)
 
 
 @dataclass
 class RequestOutput:
-    text: str | None             # None when the model has no tokenizer
-    token_ids: list              # the answer, up to and excluding EOS
+    text: str | None             # None when the model has no tokenizer; while running: the final text so far
+    token_ids: list              # the answer, up to and excluding EOS (while running: the final tokens so far)
     prompt_token_ids: list
     stats: GenerationStats
-    finish_reason: str = "length"  # "eos" | "stop" | "length"
+    finish_reason: str | None = "length"  # "eos" | "stop" | "length" | "abort" | "error"; None while running
+    request_id: str = ""
+    finished: bool = True
+    delta_text: str = ""         # text that became final since the request's previous output
+    delta_token_ids: list = field(default_factory=list)   # tokens that became final since then
+    error: str | None = None     # the one-sentence reason when finish_reason == "error"
 
     def to_dict(self) -> dict:
         return asdict(self)

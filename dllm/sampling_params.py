@@ -115,10 +115,10 @@ class SamplingParams:
             bad(f"top_k must be a positive integer, got {self.top_k!r}.")
         if self.seed is not None and not _is_int(self.seed):
             bad(f"seed must be an integer, got {self.seed!r}.")
-        from dllm.schedulers import SCHEDULERS  # torch-free name registry
+        from dllm.schedulers import MODES, SCHEDULERS  # torch-free name registry
 
-        if self.scheduler not in SCHEDULERS:
-            bad(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(sorted(SCHEDULERS))}.")
+        if self.scheduler not in SCHEDULERS and self.scheduler not in MODES:
+            bad(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(sorted((*SCHEDULERS, *MODES)))}.")
         if self.remasking not in REMASKING:
             bad(f"unknown remasking {self.remasking!r}; choose one of {', '.join(REMASKING)}.")
         if self.schedule not in SCHEDULES:
@@ -137,8 +137,8 @@ class SamplingParams:
                 bad(f"{name} must be a number >= 0, got {v!r}.")
         if not isinstance(self.credit_beta, (int, float)) or not 0 <= self.credit_beta <= 1:
             bad(f"credit_beta must be in [0, 1], got {self.credit_beta!r}.")
-        if self.early_commit_base not in SCHEDULERS or self.early_commit_base in ("early_commit", "apd"):
-            bad(f"early_commit_base must be another scheduler ({', '.join(sorted(set(SCHEDULERS) - {'early_commit', 'apd'}))}), "
+        if self.early_commit_base not in SCHEDULERS or self.early_commit_base == "early_commit":
+            bad(f"early_commit_base must be another scheduler ({', '.join(sorted(set(SCHEDULERS) - {'early_commit'}))}), "
                 f"got {self.early_commit_base!r}.")
         if self.early_commit_positions is not None:
             pos = self.early_commit_positions
@@ -160,6 +160,8 @@ class SamplingParams:
             object.__setattr__(self, "draft_model", str(self.draft_model))
         if self.scheduler == "apd" and not self.draft_model:
             bad("scheduler 'apd' needs draft_model, the path of a small autoregressive model with the same tokenizer.")
+        if self.draft_model and self.scheduler != "apd":
+            bad(f"draft_model selects APD decoding (scheduler 'apd'), not scheduler {self.scheduler!r}.")
         if not isinstance(self.apd_r, (int, float)) or isinstance(self.apd_r, bool) or not 0 <= self.apd_r <= 1:
             bad(f"apd_r must be in [0, 1], got {self.apd_r!r}.")
         for name in ("apd_window", "apd_max_draft"):

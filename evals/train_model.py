@@ -110,12 +110,15 @@ def hidden(model, ids, valid):
     """Transformer.forward up to the final norm, with gradients (forward itself is no_grad).
     ids, valid [B, T] -> h [B, T, dim]; padding keys (valid False) are never attended."""
     import torch
+
+    from dllm.models.context import DenseContext
     T = ids.shape[1]
     pos = torch.arange(T, device=ids.device).expand_as(ids)   # right padding: positions are 0..T-1
     cos, sin = model.rotary(pos, T)                            # [B, T, 1, head_dim]
     h = model.tok_embeddings(ids)
+    ctx = DenseContext(None, valid[:, None, None, :], causal=False)
     for layer in model.layers:
-        h = layer(h, cos, sin, valid[:, None, None, :], None)
+        h = layer(h, cos, sin, ctx)
     return h
 
 

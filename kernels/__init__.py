@@ -13,7 +13,6 @@ import sys
 
 from dllm.errors import DllmError
 
-CHOICES = ("auto", "triton", "torch")
 
 
 def triton_available() -> bool:
@@ -28,10 +27,9 @@ def resolve_kernels(choice: str | None, device) -> str:
     """'auto' | 'triton' | 'torch' (None: $DLLM_KERNELS, else 'auto') -> 'triton' or 'torch' for `device`."""
     import torch
 
-    name = choice if choice is not None else os.environ.get("DLLM_KERNELS", "auto")
-    if name not in CHOICES:
-        source = "kernels" if choice is not None else "DLLM_KERNELS"
-        raise DllmError(f"{source} must be one of {', '.join(CHOICES)}, got {name!r}.")
+    from dllm.choices import resolve_choice
+
+    name = resolve_choice("kernels", choice)
     on_gpu = torch.device(device).type == "cuda"
     if name == "torch" or (name == "auto" and not (on_gpu and triton_available())):
         return "torch"

@@ -15,8 +15,10 @@ SCHEDULERS = {
     "early_commit": "dllm.schedulers.early_commit:EarlyCommit",
     "learned_filter": "dllm.schedulers.learned_filter:LearnedFilter",
     "ltr": "dllm.schedulers.ltr:LeftToRight",
-    "apd": "dllm.schedulers.apd:APD",
 }
+# decoding modes chosen by name too, that are not step policies: "apd" runs the request with an
+# autoregressive checker (dllm/engine/apd.py APDDecoder), chosen with SamplingParams(draft_model=...)
+MODES = ("apd",)
 
 
 def get_scheduler(name: str):

@@ -39,6 +39,14 @@ class Step:
     extra: Optional[Callable] = None     # extra(lo) -> (logits [B, L - lo, V], lo): one more forward, counted
     block_start: int = 0            # canvas column of the block's first slot
     answer_start: int = 0           # canvas column of the first answer slot
+    before: Optional[torch.Tensor] = None   # the canvas before this step's commits (when tracing)
+
+
+@dataclass
+class SchedulerEnv:
+    """What a scheduler may need besides SamplingParams (e.g. where its learned filter lives)."""
+    model_path: Optional[str]
+    device: object
 
 
 class Scheduler:

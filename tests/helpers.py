@@ -25,3 +25,22 @@ def upto_stop(ids, stops):
             break
         out.append(t)
     return out
+
+
+def decode(model, args, prompts, params, stop_ids, tokenizer=None):
+    """Run token-id prompts through the engine (LLMEngine.from_model) around any model object -> each
+    request's decoder after it finished: .answer() (all N answer slots, past the end token too), .nfe,
+    .steps, .trace. For tests that script a model's logits."""
+    from dllm.engine.llm_engine import LLMEngine
+
+    engine = LLMEngine.from_model(model, args, tokenizer)
+    engine.loaded.stop_ids = set(stop_ids)
+    decoders = []
+    for i, p in enumerate(prompts):
+        engine.add_request(str(i), {"prompt_token_ids": list(p)}, params, stream=False)
+        decoders.append(engine.requests[str(i)].decoder)
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finish_reason == "error":
+                raise out.exception
+    return decoders

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from dllm import LLM, SamplingParams
-from dllm.engine.scoring import propose
+from dllm.engine.sampling import propose
 from dllm.schedulers import SCHEDULERS, get_scheduler
 from dllm.schedulers.base import Step
 from tests import reference, reference_schedulers as ref
@@ -204,8 +204,8 @@ def test_early_commit_matches_prophet(llada_notok_dir, positions, thresholds):
 
 
 def test_early_commit_with_dual_cache_pays_one_counted_forward():
-    from dllm.engine.diffusion import diffusion_generate
     from dllm.models.config import ModelArgs
+    from tests.helpers import decode
 
     args = ModelArgs(family="llada", vocab_size=16, dim=8, n_layers=1, n_heads=1, n_kv_heads=1,
                      intermediate_size=8, norm_eps=1e-5, rope_theta=1e4, max_seq_len=64, mask_token_id=15)
@@ -215,8 +215,8 @@ def test_early_commit_with_dual_cache_pays_one_counted_forward():
         model = ScriptedModel(16, eos=7, P=3, eos_at=99)
         params = SamplingParams(max_new_tokens=12, block_length=4, steps=12, scheduler="early_commit",
                                 early_commit_thresholds=(9, 2.5, 2.5), cache=cache, trace=True)
-        row = diffusion_generate(model, args, [[1, 2, 3]], params, {7}, pad_id=0)[0]
-        assert row.answer == [5] * 12
+        row = decode(model, args, [[1, 2, 3]], params, {7})[0]
+        assert row.answer() == [5] * 12
         assert model.calls == row.nfe == calls
         assert len(row.trace) == 4 and row.trace[-1]["positions"][-8:] == list(range(4, 12))   # the fill
 
@@ -226,8 +226,8 @@ def test_early_commit_with_dual_cache_pays_one_counted_forward():
 @pytest.mark.parametrize("name,expected", [("topk", {False: 8, True: 6}), ("threshold", {False: 8, True: 6}),
                                            ("factor", {False: 8, True: 6}), ("credit", {False: 2, True: 2})])
 def test_end_of_text_prediction_stops_spending_forwards(name, expected):
-    from dllm.engine.diffusion import diffusion_generate
     from dllm.models.config import ModelArgs
+    from tests.helpers import decode
 
     args = ModelArgs(family="llada", vocab_size=16, dim=8, n_layers=1, n_heads=1, n_kv_heads=1,
                      intermediate_size=8, norm_eps=1e-5, rope_theta=1e4, max_seq_len=64, mask_token_id=15)
@@ -236,10 +236,10 @@ def test_end_of_text_prediction_stops_spending_forwards(name, expected):
         model = ScriptedModel(16, eos=7, P=3, eos_at=5)
         params = SamplingParams(max_new_tokens=16, block_length=8, steps=16, scheduler=name, threshold=1.0,
                                 factor=0.01, eot_prediction=eot)
-        row = diffusion_generate(model, args, [[1, 2, 3]], params, {7}, pad_id=0)[0]
-        assert row.answer[:6] == [5, 5, 5, 5, 5, 7]
+        row = decode(model, args, [[1, 2, 3]], params, {7})[0]
+        assert row.answer()[:6] == [5, 5, 5, 5, 5, 7]
         if eot:
-            assert row.answer[6:] == [7] * 10           # the rest of the answer is the end token
+            assert row.answer()[6:] == [7] * 10           # the rest of the answer is the end token
         nfe[eot] = row.nfe
     # one slot per step: 8 forwards without EoTP; with it the EOS (most confident) goes first,
     # fills slots 6..15, and slots 0..4 take 5 more forwards. credit commits ties together:

@@ -72,7 +72,7 @@ def reference_pure_diffusion(llm, prompt, N, window, max_draft):
 def test_r1_is_pure_diffusion_every_draft_accepted(llm, pair, window, max_draft):
     params = apd(pair[1], apd_r=1.0, apd_window=window, apd_max_draft=max_draft)
     for prompt, out in zip(PROMPTS, llm.generate(PROMPTS, params)):
-        ids = llm._encode(prompt, False)
+        ids = out.prompt_token_ids
         want, forwards = reference_pure_diffusion(llm, ids, 24, window, max_draft)
         assert out.token_ids == want
         assert out.stats.nfe == forwards
@@ -89,7 +89,7 @@ def test_r1_whole_answer_window_equals_one_step_diffusion(llm, pair):
 def test_r0_is_the_draft_models_greedy_answer(llm, pair):
     ar = LLM(pair[1])
     for prompt in PROMPTS:
-        ids = llm._encode(prompt, False)
+        ids = llm.generate(prompt, SamplingParams(max_new_tokens=1))[0].prompt_token_ids
         want = ar.generate({"prompt_token_ids": ids}, SamplingParams(max_new_tokens=24))[0]
         assert llm.args.mask_token_id not in want.token_ids   # APD never commits the mask id
         got = llm.generate({"prompt_token_ids": ids}, apd(pair[1], apd_r=0.0))[0]
@@ -101,7 +101,7 @@ def test_r0_is_the_draft_models_greedy_answer(llm, pair):
 def test_intermediate_r_fewer_forwards_than_tokens_and_cached_draft(llm, pair):
     params = apd(pair[1], max_new_tokens=32, apd_r=0.7, trace=True)
     outs = llm.generate(PROMPTS, params)
-    assert len(llm._apd_drafts) == 1           # the draft model is loaded once per LLM
+    assert len(llm.engine._drafts) == 1          # the draft model is loaded once per LLM
     total_tokens = total_nfe = 0
     for out in outs:
         assert llm.args.mask_token_id not in out.token_ids
@@ -114,7 +114,7 @@ def test_intermediate_r_fewer_forwards_than_tokens_and_cached_draft(llm, pair):
         total_nfe += out.stats.nfe
     assert total_nfe < total_tokens
     llm.generate(PROMPTS[0], params)
-    assert len(llm._apd_drafts) == 1
+    assert len(llm.engine._drafts) == 1
 
 
 def test_sampling_is_reproducible_with_a_seed(llm, pair):
@@ -163,21 +163,20 @@ def test_errors(llm, pair, tmp_path):
         llm.generate(PROMPTS[0], apd(pair[1], regex="[a-z]+"))
     with pytest.raises(UnsupportedError, match="templates"):
         llm.generate({"prompt": "Hi", "template": ["a", 3]}, apd(pair[1], max_new_tokens=8))
-    with pytest.raises(DllmError, match="draft_model"):   # scheduler "apd" outside LLM.generate
-        from dllm.engine.diffusion import diffusion_generate
-        diffusion_generate(llm.model, llm.args, [[5, 9]], apd(pair[1], max_new_tokens=4), llm.stop_ids, llm.pad_id)
+    with pytest.raises(InvalidParamsError, match="draft_model"):   # APD is chosen by its checker
+        SamplingParams(scheduler="apd")
 
 
 def test_a_committed_stop_token_ends_the_answer(llm, pair):
     """A stop token inside an accepted draft ends the request there; the rest of the answer is that token."""
-    from dllm.engine.apd import apd_generate
+    from tests.helpers import decode
 
     params = apd(pair[1], apd_r=1.0, apd_window=8, apd_max_draft=8)
     ids = [5, 9, 11]
-    full = apd_generate(llm.model, llm.args, llm._apd_draft(params, False), [ids], params, set(), llm.pad_id)[0]
-    assert len(full.answer) == 24 and full.nfe == 3
-    stop = full.answer[10]
-    first = full.answer.index(stop)
-    row = apd_generate(llm.model, llm.args, llm._apd_draft(params, False), [ids], params, {stop}, llm.pad_id)[0]
-    assert row.answer == full.answer[:first + 1] + [stop] * (23 - first)
+    full = decode(llm.model, llm.args, [ids], params, set(), llm.tokenizer)[0]
+    assert len(full.answer()) == 24 and full.nfe == 3
+    stop = full.answer()[10]
+    first = full.answer().index(stop)
+    row = decode(llm.model, llm.args, [ids], params, {stop}, llm.tokenizer)[0]
+    assert row.answer() == full.answer()[:first + 1] + [stop] * (23 - first)
     assert row.nfe == first // 8 + 1

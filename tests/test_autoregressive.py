@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from dllm import LLM, SamplingParams
-from dllm.engine.autoregressive import ar_generate
 from dllm.errors import ModelLoadError, TokenizerError, UnsupportedError
 from dllm.models.loader import load_model
 from tests.ar_checkpoints import permute_for_gguf, write_gguf, write_hf
+from tests.helpers import decode
 
 HAS_GGUF = importlib.util.find_spec("gguf") is not None
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
@@ -168,47 +168,24 @@ def test_greedy_equals_the_naive_loop_alone_and_batched(family, llms):
         assert a.stats.nfe == b.stats.nfe == a.stats.steps == min(len(n), len(cut) + 1)
 
 
-def test_padded_prefill_logits_equal_unpadded(llms):
-    """The left-padded prefill (padding queries see only themselves) gives each row the logits it
-    gets alone, and no NaN anywhere."""
-    from dllm.engine.autoregressive import _PrefixCache
-
-    llm = llms["llama"]
-    model, args = llm.model, llm.args
-    P = max(map(len, PROMPTS))
-    x = torch.zeros(len(PROMPTS), P, dtype=torch.long)
-    valid = torch.zeros_like(x, dtype=torch.bool)
-    for r, p in enumerate(PROMPTS):
-        x[r, P - len(p):], valid[r, P - len(p):] = torch.tensor(p), True
-    pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
-    cols = torch.arange(P)
-    mask = (valid[:, None, :] & (cols[None, :, None] >= cols[None, None, :])) | torch.eye(P, dtype=torch.bool)
-    cache = _PrefixCache(args, len(PROMPTS), P + 4, torch.float32, "cpu")
-    got = model(x, pos, cache, None, mask)
-    assert not got.isnan().any()
-    for r, p in enumerate(PROMPTS):
-        alone = model(torch.tensor([p]), torch.arange(len(p))[None])[0]
-        assert torch.allclose(got[r, P - len(p):], alone, atol=1e-4, rtol=1e-5)
-
-
 def test_eos_stops_each_row(llms):
     llm = llms["qwen2"]
     model, args = llm.model, llm.args
     params = SamplingParams(max_new_tokens=12)
-    free = [r.answer for r in ar_generate(model, args, PROMPTS, params, set(), 0)]
+    free = [r.answer() for r in decode(model, args, PROMPTS, params, set())]
     stop = free[0][3]                     # row 0 emits this as its 4th token
-    rows = ar_generate(model, args, PROMPTS, params, {stop}, 0)
+    rows = decode(model, args, PROMPTS, params, {stop})
     for f, r in zip(free, rows):
         j = f.index(stop) if stop in f else None
         if j is None:
-            assert r.answer == f and r.nfe == r.steps == 12
+            assert r.answer() == f and r.nfe == r.steps == 12
         else:
-            assert r.answer == f[:j + 1] + [stop] * (11 - j)
+            assert r.answer() == f[:j + 1] + [stop] * (11 - j)
             assert r.nfe == r.steps == j + 1
     assert rows[0].nfe <= 4
-    # all rows stopped: the loop ends early, unread slots hold the stop token
-    one = ar_generate(model, args, PROMPTS[:1], params, {stop}, 0)[0]
-    assert one.answer == rows[0].answer
+    # a stopped request ends at once; its unread slots hold the stop token
+    one = decode(model, args, PROMPTS[:1], params, {stop})[0]
+    assert one.answer() == rows[0].answer()
 
 
 def test_eos_through_llm_generate(llms):
@@ -237,29 +214,6 @@ def test_seeded_sampling_is_reproducible(llms):
     assert run(seed=3, top_k=5, top_p=0.9) == run(seed=3, top_k=5, top_p=0.9)
     greedy = [o.token_ids for o in llm.generate(prompts, SamplingParams(max_new_tokens=12))]
     assert run(seed=0, top_k=1) == greedy          # one candidate: sampling is the argmax
-
-
-def test_token_mask_fn_restricts_every_token(llms):
-    llm = llms["qwen2"]
-    allowed_ids = [10, 20, 30, 40]
-    seen = []
-
-    def only(step, rows):
-        seen.append((step, rows.generated.shape[1], rows.done.clone()))
-        m = torch.zeros(len(rows.prompts), llm.args.vocab_size, dtype=torch.bool)
-        m[:, allowed_ids] = True
-        return m
-
-    for temp in (0.0, 1.0):
-        rows = ar_generate(llm.model, llm.args, PROMPTS, SamplingParams(max_new_tokens=6, temperature=temp, seed=0),
-                           set(), 0, token_mask_fn=only)
-        assert all(t in allowed_ids for r in rows for t in r.answer)
-    assert [s for s, _, _ in seen[:6]] == list(range(6)) and all(s == g for s, g, _ in seen)
-    # None from the hook = unconstrained
-    free = ar_generate(llm.model, llm.args, PROMPTS, SamplingParams(max_new_tokens=6), set(), 0)
-    same = ar_generate(llm.model, llm.args, PROMPTS, SamplingParams(max_new_tokens=6), set(), 0,
-                       token_mask_fn=lambda step, rows: None)
-    assert [r.answer for r in free] == [r.answer for r in same]
 
 
 def test_text_prompts_chat_template_and_trace(llms):
@@ -532,19 +486,12 @@ def test_smollm2_greedy_equals_transformers(smol):
         assert o.token_ids == ref, (q, o.text, hf_tok.decode(ref))
 
 
-def test_cli_stream_prints_the_answer_as_it_comes(llms, capsys):
-    from dllm.cli import _Stream
-
+def test_stream_yields_the_answer_as_it_comes(llms):
     llm = llms["llama"]
-    seen = []
-    stream = _Stream(llm)
-
-    def on_token(i, tokens, done):
-        stream(i, tokens, done)
-        seen.append(capsys.readouterr().out)
-
-    out = llm.generate("hi", SamplingParams(max_new_tokens=10), on_step=on_token)[0]
-    stream.finish(out.text)
-    printed = "".join(seen) + capsys.readouterr().out
-    assert printed == out.text + "\n"
-    assert sum(1 for s in seen if s) >= 2          # it really arrived in pieces
+    params = SamplingParams(max_new_tokens=10)
+    outs = list(llm.stream("hi", params))
+    whole = llm.generate("hi", params)[0]
+    assert outs[-1].finished and not any(o.finished for o in outs[:-1])
+    assert "".join(o.delta_text for o in outs) == outs[-1].text == whole.text
+    assert sum((o.delta_token_ids for o in outs), []) == outs[-1].token_ids == whole.token_ids
+    assert sum(1 for o in outs if o.delta_text) >= 2          # it really arrived in pieces

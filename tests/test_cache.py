@@ -62,36 +62,26 @@ def test_cached_output_does_not_depend_on_the_batch(request, fixture, cache):
     assert [o.token_ids for o in batched] == [o.token_ids for o in alone]
 
 
-class Recorder:
-    def __init__(self, model):
-        self.model, self.windows = model, []
-
-    def __getattr__(self, name):
-        return getattr(self.model, name)
-
-    def parameters(self):
-        return self.model.parameters()
-
-    def __call__(self, ids, pos, cache, q, valid):
-        start = cache.start if cache is not None else 0
-        self.windows.append((start, start + ids.shape[1], q.start + start, q.stop + start))
-        return self.model(ids, pos, cache, q, valid)
-
-
 @pytest.mark.parametrize("cache,cache_prompt,every,window", [
     ("prefix", False, 0, 0), ("dual", False, 0, 0), ("dual", True, 0, 0), ("dual", False, 2, 0), ("dual", False, 0, 2),
     ("prefix", True, 0, 1)])
-def test_windows_follow_the_policy(llada_notok_dir, cache, cache_prompt, every, window):
-    from dllm.engine.diffusion import diffusion_generate
+def test_windows_follow_the_policy(llada_notok_dir, cache, cache_prompt, every, window, monkeypatch):
+    from dllm.engine.runner import ModelRunner
 
+    windows = []
+    real = ModelRunner.run
+
+    def spy(self, rows):   # every row the runner is asked for: (window start, stop, query start, stop)
+        windows.extend((r.start, r.start + r.T, r.start + r.q[0], r.start + r.q[1]) for r in rows)
+        return real(self, rows)
+    monkeypatch.setattr(ModelRunner, "run", spy)
     llm = LLM(llada_notok_dir)
-    rec = Recorder(llm.model)
     P, N, bl = 5, 12, 4
     params = SamplingParams(max_new_tokens=N, block_length=bl, steps=12, cache=cache, cache_prompt=cache_prompt,
                             refresh_every=every, refresh_window=window)
-    diffusion_generate(rec, llm.args, [[1, 2, 3, 4, 5]], params, set(), pad_id=0)
+    llm.generate({"prompt_token_ids": [1, 2, 3, 4, 5]}, params)
     L = P + N
-    per_block = [rec.windows[i:i + 4] for i in range(0, len(rec.windows), 4)]
+    per_block = [windows[i:i + 4] for i in range(0, len(windows), 4)]
     assert len(per_block) == 3
     for b, ws in enumerate(per_block):
         bs, be = P + b * bl, P + (b + 1) * bl
@@ -110,10 +100,11 @@ def test_cache_memory_is_reported_and_preallocated(llada_notok_dir):
     a = llm.args
     out = llm.generate([{"prompt_token_ids": [1, 2, 3]}, {"prompt_token_ids": [4, 5]}],
                        SamplingParams(max_new_tokens=8, block_length=4, steps=4, cache="dual"))
-    L = 3 + 8
-    assert out[0].stats.cache_bytes == 2 * a.n_layers * 2 * a.n_kv_heads * L * a.head_dim * 4
-    none = llm.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(max_new_tokens=8, block_length=4, steps=4))
-    assert none[0].stats.cache_bytes == 0
+    # each request holds its own canvas' columns of the pool: keys and values, every layer, float32
+    for o, P in zip(out, (3, 2)):
+        assert o.stats.cache_bytes == a.n_layers * 2 * a.n_kv_heads * (P + 8) * a.head_dim * 4
+    pool = llm.engine.scheduler.pools["main"]
+    assert pool.used == 0 and pool.size >= 3 + 8 + 2 + 8      # both were held at once, and both returned
 
 
 def test_cache_with_guidance_and_sampling_runs(llada_notok_dir):

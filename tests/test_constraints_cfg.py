@@ -160,9 +160,9 @@ def test_rejected_tokens_are_repicked_from_the_same_logits():
     logits = torch.full((1, 4, 6), -9.0)
     logits[0, 0, 1] = 5.0        # slot 0 wants ")" (invalid), then "(" (valid)
     logits[0, 0, 0] = 4.0
-    tokens, scores = rows.restrict(logits, x[:, 1:], x[:, 1:] == mask, lambda lg: (lg.argmax(-1), lg.amax(-1)))
+    tokens, scores = rows.witness(logits, x[:, 1:], x[:, 1:] == mask, lambda lg: (lg.argmax(-1), lg.amax(-1)))
     commit = torch.tensor([[True, False, False, False]])
-    commit, tokens = rows.select(commit, tokens, scores, x, slice(1, 5))
+    commit, tokens = rows.check(commit, tokens, scores, x, slice(1, 5))
     assert commit.tolist() == [[True, False, False, False]] and tokens[0, 0].item() == 0
 
 
@@ -178,8 +178,8 @@ def test_stuck_middle_gap_backtracks_and_finishes_left_to_right():
     propose = lambda lg: (lg.argmax(-1), lg.amax(-1))          # noqa: E731
     first = torch.zeros((1, 6, 6))
     first[0, 0, 0] = first[0, 2, 1] = 5.0                      # "(" at 0, ")" at 2
-    tokens, scores = rows.restrict(first, x[:, blk], x[:, blk] == mask, propose)
-    commit, tokens = rows.select(torch.tensor([[True, False, True, False, False, False]]), tokens, scores, x, blk)
+    tokens, scores = rows.witness(first, x[:, blk], x[:, blk] == mask, propose)
+    commit, tokens = rows.check(torch.tensor([[True, False, True, False, False, False]]), tokens, scores, x, blk)
     assert commit.tolist() == [[True, False, True, False, False, False]]
     x[:, blk] = torch.where(commit, tokens, x[:, blk])
     logits = torch.zeros((1, 6, 6))
@@ -189,8 +189,8 @@ def test_stuck_middle_gap_backtracks_and_finishes_left_to_right():
         masked = x[:, blk] == mask
         if not bool(masked.any()):
             break
-        tokens, scores = rows.restrict(logits, x[:, blk], masked, propose)
-        commit, tokens = rows.select(masked, tokens, scores, x, blk)
+        tokens, scores = rows.witness(logits, x[:, blk], masked, propose)
+        commit, tokens = rows.check(masked, tokens, scores, x, blk)
         x[:, blk] = torch.where(commit, tokens, x[:, blk])
     assert rows.ltr[0]                                         # it did backtrack
     ans = x[0, 1:].tolist()

@@ -102,17 +102,17 @@ class ScriptedModel(torch.nn.Module):
 
 
 def test_each_request_stops_at_its_own_eos():
-    from dllm.engine.diffusion import diffusion_generate
     from dllm.models.config import ModelArgs
+    from tests.helpers import decode
 
     args = ModelArgs(family="llada", vocab_size=16, dim=8, n_layers=1, n_heads=1, n_kv_heads=1,
                      intermediate_size=8, norm_eps=1e-5, rope_theta=1e4, max_seq_len=64, mask_token_id=15)
     model = ScriptedModel(16, eos=7, P=3, eos_at=5)
     params = SamplingParams(max_new_tokens=16, block_length=4, steps=16)
-    rows = diffusion_generate(model, args, [[1, 2, 3]], params, {7}, pad_id=0)
+    rows = decode(model, args, [[1, 2, 3]], params, {7})
     # EOS lands in block 1 (slots 4..7); blocks 2 and 3 are never decoded
     assert rows[0].nfe == 8 and model.calls == 8
-    assert rows[0].answer[:6] == [5, 5, 5, 5, 5, 7]
+    assert rows[0].answer()[:6] == [5, 5, 5, 5, 5, 7]
 
 
 def test_errors_are_clear(llada_notok_dir):

@@ -13,7 +13,7 @@ import torch
 
 import dllm.engine.graphs as graphs
 from dllm import LLM, SamplingParams
-from dllm.engine.kv_cache import KVCache
+from dllm.engine.runner import ForwardRow
 from dllm.errors import DllmError
 from tests.helpers import random_prompt
 
@@ -30,10 +30,9 @@ class Counting:
 
 
 @pytest.fixture
-def counting(monkeypatch):
+def counting():
     torch._dynamo.reset()                 # recordings of earlier tests' models would count against the limit
     backend = Counting()
-    monkeypatch.setattr(graphs, "COMPILE_BACKEND", backend)
     with torch._dynamo.config.patch(specialize_int=True):
         yield backend
     torch._dynamo.reset()
@@ -43,14 +42,21 @@ def _prompts(llm, lengths):
     return [{"prompt_token_ids": random_prompt(llm.args.vocab_size, n, n)[0].tolist()} for n in lengths]
 
 
+def _compiled(path, backend):
+    """An LLM whose steady steps go through torch.compile with `backend` (the runner's replayer)."""
+    llm = LLM(path, graphs="compile")
+    llm.engine.runners["main"].replay.backend = backend
+    return llm
+
+
 def _replays(monkeypatch):
-    """Counts calls of StepGraphs (each one a replayed step) over every runner a generate builds."""
+    """Records every replayed step: (the windows' first columns, the number of rows)."""
     calls = []
     real = graphs.StepGraphs.__call__
 
-    def counted(self, *a, **kw):
-        calls.append((a[2], a[0].shape[0]))   # the window's start column, the batch
-        return real(self, *a, **kw)
+    def counted(self, inp, generation):
+        calls.append((tuple(inp.positions[0, [0]].tolist()), inp.ids.shape[1]))
+        return real(self, inp, generation)
     monkeypatch.setattr(graphs.StepGraphs, "__call__", counted)
     return calls
 
@@ -62,9 +68,9 @@ def test_compiled_steps_equal_eager_across_blocks(request, monkeypatch, counting
     path = request.getfixturevalue(fixture)
     if extra.get("cfg_scale") and fixture == "dream_dir":
         pytest.skip("classifier-free guidance is LLaDA's")
-    eager, compiled = LLM(path, graphs="none"), LLM(path, graphs="compile")
+    eager, compiled = LLM(path, graphs="none"), _compiled(path, counting)
     assert compiled.graphs == "compile"
-    prompts = _prompts(eager, (3, 9))    # different lengths: a padded batch with a key mask
+    prompts = _prompts(eager, (3, 9))    # different lengths: keys padded with a mask
     params = SamplingParams(max_new_tokens=24, block_length=4, steps=12, cache=cache, **extra)
     want = eager.generate(prompts, params)
     calls = _replays(monkeypatch)
@@ -83,45 +89,52 @@ def test_compiled_steps_equal_eager_across_blocks(request, monkeypatch, counting
 
 
 def test_finished_rows_leaving_the_batch(monkeypatch, counting, llada_dir):
-    """A row whose template ends early finishes after its first block and leaves the batch; the
-    cache is reallocated for the rows left and the recordings must follow it."""
-    eager, compiled = LLM(llada_dir, graphs="none"), LLM(llada_dir, graphs="compile")
+    """A request whose template ends early finishes after its first block and leaves the batch; the
+    steps of the requests left have another signature, and the recordings must follow it."""
+    eager, compiled = LLM(llada_dir, graphs="none"), _compiled(llada_dir, counting)
     prompts = [{"prompt": "Name a colour.", "template": ["Red", 1]}, "Count to three.", "Say hi."]
     params = SamplingParams(max_new_tokens=16, block_length=4, steps=8, cache="dual")
     want = eager.generate(prompts, params)
     calls = _replays(monkeypatch)
     got = compiled.generate(prompts, params)
     assert [o.token_ids for o in got] == [o.token_ids for o in want]
-    batches = [b for _, b in calls]
-    assert batches[0] == 3 and batches[-1] < 3     # the batch shrank between blocks
+    assert got[0].finish_reason == "eos" and got[0].stats.nfe <= 2     # it left after its first block
+    assert calls and all(n <= 2 * 4 for _, n in calls)    # the replayed steps were the two others' blocks
 
 
 def test_inductor_step_matches_eager(llada_notok_dir):
-    """The real backend (C++ code generation on a CPU): logits and cache writes of a replayed step."""
+    """The real backend (C++ code generation on a CPU): logits and pool writes of a replayed step."""
     torch._dynamo.reset()
     llm = LLM(llada_notok_dir, graphs="none", pack="none")   # inductor cannot lower oneDNN's packed op
-    model, args = llm.model, llm.args
-    B, L, T = 2, 24, 4
-    cache = KVCache(args, B, L, torch.float32, torch.device("cpu"))
+    runner = llm.engine.runners["main"]
+    pool = runner.pool
+    args = llm.args
+    L, T = 24, 4
+    bases = [pool.alloc(L), pool.alloc(L + 3)]
     g = torch.Generator().manual_seed(0)
-    for t in cache.k + cache.v:
+    for t in pool.k + pool.v:
         t.copy_(torch.randn(t.shape, generator=g))
-    ref = KVCache(args, B, L, torch.float32, torch.device("cpu"))
-    replay = graphs.StepGraphs(model, cache, "compile")
-    valid = torch.ones(B, L, dtype=torch.bool)
-    valid[0, :3] = False
+    saved = [t.clone() for t in pool.k + pool.v]
+    replay = graphs.StepGraphs(llm.model, "compile")
     for start in (8, 12, 20):            # three blocks through one compiled step
-        for a, b in zip(ref.k + ref.v, cache.k + cache.v):
+        ids = torch.randint(0, args.vocab_size, (2, T), generator=g)
+        rows = [ForwardRow(ids=ids[i], start=start + i, keys=L + 3 * i, q=(0, T), base=bases[i], steady=True)
+                for i in range(2)]
+        for a, b in zip(pool.k + pool.v, saved):
             a.copy_(b)
-        ids = torch.randint(0, args.vocab_size, (B, T), generator=g)
-        pos = torch.arange(start, start + T).expand(B, -1)
-        ref.start = start
-        want = model(ids, pos, ref, slice(0, T), valid)
-        got = replay(ids, pos, start, slice(0, T), valid)
+        want = runner.model.run(*_args(runner.inputs(rows, views=True)))
+        eager_pool = [t.clone() for t in pool.k + pool.v]
+        for a, b in zip(pool.k + pool.v, saved):
+            a.copy_(b)
+        got = replay(runner.inputs(rows, views=False), pool.generation)
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-        for a, b in zip(ref.k + ref.v, cache.k + cache.v):
+        for a, b in zip(eager_pool, pool.k + pool.v):
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
     torch._dynamo.reset()
+
+
+def _args(inp):
+    return inp.ids, inp.positions, inp.ctx, inp.last_rows, inp.head, inp.bound
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -143,6 +156,7 @@ def test_resolve_graphs(monkeypatch):
     monkeypatch.delenv("DLLM_GRAPHS", raising=False)
     assert graphs.resolve_graphs(None, "cpu") == "none"
     assert graphs.resolve_graphs("compile", "cpu") == "compile"
+    assert graphs.resolve_graphs("auto", "cpu", auto_cuda="cuda") == "none"   # auto_cuda is for CUDA devices
     monkeypatch.setenv("DLLM_GRAPHS", "compile")
     assert graphs.resolve_graphs(None, "cpu") == "compile"
     monkeypatch.setenv("DLLM_GRAPHS", "fast")

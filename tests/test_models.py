@@ -16,18 +16,18 @@ def load(request, monkeypatch):
     """load_model for each way of running the projections (transformer.split_linear): one GEMM
     per fused matrix (the GPU path), one per checkpoint matrix (the dense CPU path), and weights
     packed for oneDNN (models/packing.py, the CPU default of LLM)."""
-    from dllm.models import transformer
     from dllm.models.packing import can_pack, pack_linears
 
     packed = request.param == "onednn"
     if packed and not can_pack("cpu", torch.float32):
         pytest.skip("this torch has no oneDNN packed linear")
-    monkeypatch.setattr(transformer, "ONE_GEMM", None if packed else request.param)
 
     def load_(path):
         model, args = load_model(path)
         if packed:
             pack_linears(model)
+        else:
+            model.set_one_gemm(request.param)
         return model, args
     return load_
 
@@ -170,16 +170,16 @@ def test_gguf_and_file_paths_are_refused_clearly(tmp_path):
         load_model(g)
 
 
-def test_one_gemm_and_split_gemms_generate_the_same(llada_notok_dir, monkeypatch):
+def test_one_gemm_and_split_gemms_generate_the_same(llada_notok_dir):
     from dllm import LLM, SamplingParams
-    from dllm.models import transformer
 
     prompts = [{"prompt_token_ids": [5, 6, 7, 8]}, {"prompt_token_ids": [9, 10]}]
     sp = SamplingParams(max_new_tokens=16, block_length=8, scheduler="threshold", threshold=0.3, cache="dual")
     outs = []
     for one in (False, True):
-        monkeypatch.setattr(transformer, "ONE_GEMM", one)
-        outs.append([(o.token_ids, o.stats.nfe) for o in LLM(llada_notok_dir, pack="none").generate(prompts, sp)])
+        llm = LLM(llada_notok_dir, pack="none")
+        llm.model.set_one_gemm(one)
+        outs.append([(o.token_ids, o.stats.nfe) for o in llm.generate(prompts, sp)])
     assert outs[0] == outs[1] and any(t for t, _ in outs[0])
 
 

@@ -4,7 +4,7 @@ import torch
 
 from dllm import SamplingParams
 from dllm.engine.diffusion import schedule_style, steps_per_block
-from dllm.engine.scoring import propose, top_k_filter, top_p_filter
+from dllm.engine.sampling import propose, top_k_filter, top_p_filter
 from dllm.models.config import ModelArgs
 from dllm.schedulers.base import commit_top
 from dllm.schedulers.topk import TopK

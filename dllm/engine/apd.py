@@ -33,8 +33,9 @@ temperature 0 the answer is the autoregressive model's own greedy answer.
 
 SamplingParams read: max_new_tokens, temperature, top_k, top_p, seed, trace, stop (by LLM) and the
 apd_* fields; block_length, steps, cache, cfg_scale and remasking do not apply and are ignored
-(constraints and templates are refused by LLM.generate).
-Requests are decoded one at a time (accepted lengths differ per request); neither model keeps a
+(constraints and templates are refused). APD is an engine mode chosen by `draft_model`: each request is
+its own APDDecoder, so APD requests batch with each other and with other requests; a step is two engine
+steps (the diffusion row, then the checker's row, which depends on the drafts). Neither model keeps a
 KV cache (each step is a full forward of both). Stats: nfe = steps = diffusion forwards; the
 autoregressive model runs one forward per step as well (none when apd_r = 1, where it has no say),
 so its forwards equal `steps` and are not counted separately.
@@ -43,18 +44,9 @@ from __future__ import annotations
 
 import torch
 
-from dllm.engine.diffusion import RowResult
-from dllm.engine.scoring import top_k_filter, top_p_filter
-from dllm.errors import PromptError
-from dllm.models.config import ModelArgs
-
-
-def _filtered(logits, params):
-    if params.top_k is not None:
-        logits = top_k_filter(logits, params.top_k)
-    if params.top_p is not None and params.top_p < 1:
-        logits = top_p_filter(logits, params.top_p)
-    return logits
+from dllm.engine.request import Decoder
+from dllm.engine.runner import ForwardRow
+from dllm.engine.sampling import filtered, generator
 
 
 def mixture(d_logits, ar_logits, r: float, temperature: float):
@@ -93,73 +85,91 @@ def accept(log_draft, log_target, drafted, temperature: float, generator=None):
     return n, int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
 
 
-@torch.no_grad()
-def apd_generate(model, args: ModelArgs, draft, prompts: list[list[int]], params, stop_ids,
-                 pad_id: int) -> list[RowResult]:
-    """model/args: the diffusion model; draft: the autoregressive checker (an LLM, or anything
-    with .model and .args); prompts: token ids per request (the two models share the tokenizer,
-    LLM.generate checks it). pad_id is unused (no batch padding: one request at a time)."""
-    device = next(model.parameters()).device
-    mask_id = args.mask_token_id
-    N, T, R = params.max_new_tokens, float(params.temperature), float(params.apd_r)
-    d_vocab = draft.args.vocab_size
-    for p in prompts:
-        if any(i >= d_vocab for i in p):
-            raise PromptError(f"a prompt token id is outside the draft model's vocabulary (0..{d_vocab - 1}).")
-        if len(p) + N > draft.args.max_seq_len:
-            raise PromptError(f"prompt ({len(p)} tokens) + answer ({N}) exceeds the draft model's context "
-                              f"of {draft.args.max_seq_len} tokens.")
-    gen = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
-    stop = set(stop_ids)
-    results = []
-    for prompt in prompts:
-        res = RowResult(answer=[])
-        P = len(prompt)
-        answer: list[int] = []
-        while len(answer) < N:
-            c = len(answer)
-            W = min(params.apd_window, N - c)
-            k = min(params.apd_max_draft, W)
-            x = torch.tensor(prompt + answer + [mask_id] * W, dtype=torch.long, device=device)[None]
-            pos = torch.arange(x.shape[1], device=device)[None]
-            d_logits = model(x, pos, None, slice(P + c, P + c + k), None)[0].float()      # [k, V]
-            res.nfe += 1
-            res.steps += 1
-            V = d_logits.shape[-1]
-            if 0 <= mask_id < V:
-                d_logits[:, mask_id] = float("-inf")
-            if T > 0:
-                log_d = torch.log_softmax(_filtered(d_logits / T, params), -1)
-                drafted = torch.multinomial(log_d.exp(), 1, generator=gen).squeeze(-1)
-            else:
-                log_d = torch.log_softmax(d_logits, -1)
-                drafted = log_d.argmax(-1)
-            if R < 1:
-                seq = torch.cat([x[0, :P + c], drafted.clamp(max=d_vocab - 1)])[None]
-                a = draft.model(seq, torch.arange(seq.shape[1], device=device)[None], None,
-                                slice(P + c - 1, P + c + k - 1), None)[0].float()            # [k, Va]
-                ar_logits = torch.full((k, V), float("-inf"), device=device)
-                ar_logits[:, :min(V, a.shape[-1])] = a[:, :V]
-                if 0 <= mask_id < V:
-                    ar_logits[:, mask_id] = float("-inf")
-            else:
-                ar_logits = d_logits   # unused: q = p_D
-            log_q = mixture(d_logits, ar_logits, R, T)
-            if T > 0:
-                log_q = torch.log_softmax(_filtered(log_q, params), -1)
-            n, fix = accept(log_d, log_q, drafted, T, gen)
-            new = drafted[:n].tolist() + ([fix] if fix is not None else [])
-            if params.trace:
-                probs = log_q.exp()
-                res.trace.append({"step": res.steps - 1, "block": 0, "positions": list(range(c, c + len(new))),
-                                  "tokens": new, "scores": [round(float(probs[i, t]), 6) for i, t in enumerate(new)],
-                                  "drafted": k, "accepted": n})
-            hit = next((t for t in new if t in stop), None)
-            if hit is not None:
-                answer += new[:new.index(hit) + 1]
-                answer += [hit] * (N - len(answer))
-                break
-            answer += new
-        res.answer = answer
-        results.append(res)
-    return results
+class APDDecoder(Decoder):
+    """args: the diffusion model's; draft_args: the checker's (its runner is keyed by draft_key)."""
+
+    def __init__(self, prompt, params, args, draft_args, draft_key: str, stop_ids, env):
+        super().__init__(prompt, None, params.max_new_tokens, args.mask_token_id, stop_ids, env.device)
+        self.p, self.mask_id, self.key = params, args.mask_token_id, draft_key
+        self.d_vocab = draft_args.vocab_size
+        self.gen = generator(params.seed, env.device)
+        self.c = 0                       # answer tokens committed
+        self.phase = "draft"             # "draft": the diffusion row is next; "check": the checker's row
+
+    def needs(self):
+        return [("main", self.L)] + ([(self.key, self.L)] if self.p.apd_r < 1 else [])
+
+    def final_len(self) -> int:
+        return self.N if self.done else self.c
+
+    def plan(self):
+        if self.done:
+            return []
+        P, c = self.P, self.c
+        if self.phase == "draft":   # [prompt | committed | W masks]: the canvas is cut after the lookahead
+            W = min(self.p.apd_window, self.N - c)
+            self.k = min(self.p.apd_max_draft, W)
+            return [ForwardRow(ids=self.x[:P + c + W], start=0, keys=P + c + W, q=(P + c, P + c + self.k),
+                               base=self.bases[0])]
+        seq = self.x[:P + c + self.k].clone()          # [prompt | committed | drafted], teacher forcing
+        seq[P + c:] = self.drafted.clamp(max=self.d_vocab - 1)
+        return [ForwardRow(ids=seq, start=0, keys=seq.shape[0], q=(P + c - 1, P + c + self.k - 1),
+                           base=self.bases[1], attn="causal", runner=self.key)]
+
+    def advance(self, outs):
+        if self.phase == "draft":
+            self._draft(outs[0].float())
+        else:
+            self._check(outs[0].float())
+
+    def _draft(self, d_logits):
+        """The diffusion model's marginals -> k drafted tokens (then the checker, or accept at R = 1)."""
+        self.nfe += 1
+        self.steps += 1
+        T = float(self.p.temperature)
+        if 0 <= self.mask_id < d_logits.shape[-1]:
+            d_logits[:, self.mask_id] = float("-inf")
+        if T > 0:
+            self.log_d = torch.log_softmax(filtered(d_logits / T, self.p.top_k, self.p.top_p), -1)
+            self.drafted = torch.multinomial(self.log_d.exp(), 1, generator=self.gen).squeeze(-1)
+        else:
+            self.log_d = torch.log_softmax(d_logits, -1)
+            self.drafted = self.log_d.argmax(-1)
+        self.d_logits = d_logits
+        if self.p.apd_r < 1:
+            self.phase = "check"
+        else:
+            self._commit(d_logits)     # q = p_D: the checker has no say
+
+    def _check(self, a):
+        V = self.d_logits.shape[-1]
+        ar = torch.full((a.shape[0], V), float("-inf"), device=a.device)
+        ar[:, :min(V, a.shape[-1])] = a[:, :V]
+        if 0 <= self.mask_id < V:
+            ar[:, self.mask_id] = float("-inf")
+        self.phase = "draft"
+        self._commit(ar)
+
+    def _commit(self, ar_logits):
+        T = float(self.p.temperature)
+        log_q = mixture(self.d_logits, ar_logits, float(self.p.apd_r), T)
+        if T > 0:
+            log_q = torch.log_softmax(filtered(log_q, self.p.top_k, self.p.top_p), -1)
+        n, fix = accept(self.log_d, log_q, self.drafted, T, self.gen)
+        new = self.drafted[:n].tolist() + ([fix] if fix is not None else [])
+        if self.p.trace:
+            probs = log_q.exp()
+            self.trace.append({"step": self.steps - 1, "block": 0, "positions": list(range(self.c, self.c + len(new))),
+                               "tokens": new, "scores": [round(float(probs[i, t]), 6) for i, t in enumerate(new)],
+                               "drafted": self.k, "accepted": n})
+        hit = next((i for i, t in enumerate(new) if t in self.stop), None)
+        if hit is not None:
+            new = new[:hit + 1]
+        start = self.P + self.c
+        self.x[start:start + len(new)] = torch.tensor(new, device=self.x.device)
+        self.c += len(new)
+        if hit is not None:
+            self.x[start + len(new):] = new[-1]
+            self.done = True
+        elif self.c >= self.N:
+            self.done = True

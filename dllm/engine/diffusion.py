@@ -1,35 +1,30 @@
-"""The diffusion loop: one loop for every scheduler, semi-autoregressive over blocks.
+"""One request decoded by a masked-diffusion model: semi-autoregressive over blocks, any scheduler.
 
-for each block: the scheduler plans the step; one forward returns logits for the block's rows
-only; propose() turns them into a token and a score per slot; the scheduler picks which
-masked slots to commit; the canvas is written in place. Rows whose answer holds a stop token
-in a finished block leave the batch (their later blocks cannot change their answer).
+Per block: the scheduler plans its steps; each step is one forward (its rows: the window the cache
+policy asks for, engine/windows.py) that returns logits for the block's rows only; `propose` (or the
+constraint's witness) turns them into a token and a score per slot; the scheduler picks which masked
+slots to commit; the engine's invariants hold whatever it returns (at least one commit while a mask is
+left, never the mask token, finite logits); the canvas is written in place. A request finishes when a
+finished block holds a stop token (later blocks cannot change its answer) or no slot is masked.
+
+Early commit may need logits the step's forward did not compute (the rest of the answer under a cache,
+or Prophet's watched positions): it raises `NeedForward`, the request asks for that forward at the next
+engine step (counted in nfe) and the step resumes with it, so every forward goes through the runner.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
-from dllm.engine.canvas import Canvas
-from dllm.engine.kv_cache import BlockRunner
-from dllm.engine.scoring import propose
-from dllm.errors import ConstraintError
-from dllm.models.config import ModelArgs
+from dllm.engine.request import Decoder
+from dllm.engine.runner import ForwardRow
+from dllm.engine.sampling import generator, propose
+from dllm.engine.windows import Windows
+from dllm.errors import DllmError
 from dllm.schedulers import get_scheduler
-from dllm.schedulers.base import Step
+from dllm.schedulers.base import SchedulerEnv, Step, best_slot
 
 
-@dataclass
-class RowResult:
-    answer: list                 # all N answer slots (mask id where never decoded)
-    nfe: int = 0
-    steps: int = 0
-    trace: list = field(default_factory=list)
-    cache_bytes: int = 0
-
-
-def schedule_style(params, args: ModelArgs) -> str:
+def schedule_style(params, args) -> str:
     if params.schedule != "auto":
         return params.schedule
     return "dream" if args.family == "dream" and params.num_blocks == 1 else "llada"
@@ -40,177 +35,206 @@ def steps_per_block(total: int, blocks: int) -> list[int]:
     return [total // blocks + (1 if b < total % blocks else 0) for b in range(blocks)]
 
 
-@dataclass
-class SchedulerEnv:
-    """What a scheduler may need besides SamplingParams (e.g. where its learned filter lives)."""
-    model_path: str | None
-    device: torch.device
+class NeedForward(Exception):
+    """Raised by Step.extra(col): logits of canvas columns [col, L) are needed from one more forward."""
+
+    def __init__(self, col: int):
+        super().__init__(col)
+        self.col = col
 
 
-@torch.no_grad()
-def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_ids,
-                       pad_id: int, model_path=None, on_step=None, dfa=None, answers=None,
-                       kernels: str = "torch", graphs: str = "none") -> list[RowResult]:
-    """dfa: the compiled constraint (constraints/regex.py TokenDFA) or None; answers: per-row
-    initial answer slots (templates) or None. on_step(step: Step): called after each step's
-    selection (tools such as train-filter). graphs: "cuda" | "compile" | "none", how cached steps
-    run (engine/graphs.py)."""
-    device = next(model.parameters()).device
-    mask_id = args.mask_token_id
-    canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device, answers)
-    P, bl = canvas.prompt_len, params.block
-    style = schedule_style(params, args)
-    sched = get_scheduler(params.scheduler)(params, style, SchedulerEnv(model_path, device))
-    gen = None
-    if params.seed is not None:
-        gen = torch.Generator(device=device).manual_seed(params.seed)
-    stop = torch.tensor(sorted(stop_ids) or [-1], device=device)
-    constraint = None
-    if dfa is not None:
-        from dllm.constraints.runtime import ConstrainedRows
+class DiffusionDecoder(Decoder):
+    def __init__(self, prompt, answer_init, params, args, stop_ids, env, constraint=None):
+        """env: engine/llm_engine.py DecodeEnv (device, kernels, model path, on_step, classic);
+        constraint: the compiled constraint (constraints/base.py), bound to this request here."""
+        super().__init__(prompt, answer_init, params.max_new_tokens, args.mask_token_id, stop_ids, env.device)
+        self.p, self.args, self.mask_id = params, args, args.mask_token_id
+        self.style = schedule_style(params, args)
+        self.sched = get_scheduler(params.scheduler)(params, self.style, SchedulerEnv(env.model_path, env.device))
+        self.gen = generator(params.seed, env.device)
+        self.eot = params.eot_prediction and bool(self.stop)
+        self.stop_t = torch.tensor(sorted(self.stop) or [-1], device=env.device)
+        self.cost = 2 if params.cfg_scale > 0 else 1        # a guided step runs the prompt-masked copy too
+        self.windows = Windows(params, args, self.P, self.L, classic=env.classic,
+                               extra_scratch=self.sched.wide and params.cache != "none")
+        self.block_steps = steps_per_block(params.total_steps, params.num_blocks)
+        self.b, self.in_block, self.step, self.forwards = 0, False, 0, 0
+        self.propose_kw = dict(remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
+                               top_k=params.top_k, style=self.style, generator=self.gen, banned=self.mask_id,
+                               kernels=env.kernels)
+        self.on_step, self.row = env.on_step, 0
+        self.pending: Step | None = None      # a step waiting for the logits of an extra forward
+        self.extra = None                     # (logits [1, L - col, V], col) of that forward
+        self.constraint = None if constraint is None else constraint.bind(self)
 
-        from dllm.constraints.cfg_rows import GrammarConstraint, GrammarRows
+    # ---- what the engine asks ---------------------------------------------------------------------
+    def needs(self) -> list[tuple[str, int]]:
+        return [("main", self.L)] * self.windows.ranges
 
-        if isinstance(dfa, GrammarConstraint):   # a CFG: checks with reject-and-repick
-            constraint = GrammarRows(dfa, stop_ids, canvas)
-        else:
-            constraint = ConstrainedRows(dfa, stop_ids, canvas, params.temperature, gen, params.remasking)
-        if not bool(constraint.completable(canvas.x).all()):
-            raise ConstraintError(
-                f"no answer of at most {params.max_new_tokens} tokens satisfies the constraint"
-                + (" with the template's fixed text" if answers and any(a is not None for a in answers) else "")
-                + "; allow more tokens or relax the constraint.")
-    eot = params.eot_prediction and bool(stop_ids)
-    results = [RowResult(answer=[]) for _ in prompts]
-    runner = BlockRunner(model, args, params, canvas, len(prompts), graphs)
-    forward_cost = 2 if runner.cfg else 1
-    active = list(range(len(prompts)))
-    rows = torch.arange(len(prompts), device=device)
-    x, valid, pos = canvas.x, canvas.valid, canvas.positions
-    L = x.shape[1]
-    propose_kw = dict(remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
-                      top_k=params.top_k, style=style, generator=gen, banned=mask_id, kernels=kernels)
-    global_step = 0
-    for b, steps in enumerate(steps_per_block(params.total_steps, params.num_blocks)):
-        blk = canvas.block_slice(b * bl, bl)
-        sched.begin_block((x[:, blk] == mask_id).sum(1).tolist(), steps)
-        runner.begin_block()
-        if constraint is not None:
-            constraint.begin_block(x, blk)
-        step = 0
+    def bind(self, bases):
+        super().bind(bases)
+        self.windows.bind(bases)
+
+    @property
+    def blk(self) -> slice:
+        bl = self.p.block
+        return slice(self.P + self.b * bl, self.P + (self.b + 1) * bl)
+
+    def final_len(self) -> int:
+        if self.done:
+            return self.N
+        masked = (self.x[self.P:] == self.mask_id).nonzero()
+        return int(masked[0]) if len(masked) else self.N
+
+    def plan(self) -> list[ForwardRow]:
+        if self.done:
+            return []
+        if self.pending is not None:     # the extra forward a pending step waits for
+            return self.windows.extra_rows(self.x, self.pending_col)
         while True:
-            masked = x[:, blk] == mask_id
-            if sched.fixed:
-                if sched.block_done(step):
-                    break
-                plan = sched.plan(step)
-                step += 1
-                if not any(plan):
+            blk = self.blk
+            if not self.in_block:
+                self._begin_block(blk)
+            masked_any = bool((self.x[blk] == self.mask_id).any())
+            if self.sched.fixed:
+                if self.sched.block_done(self.step):
+                    if self._end_block(blk):
+                        return []
                     continue
-                if (eot or sched.wide) and not bool(masked.any()):   # rows completed early: no forward
+                self.cur_plan = self.sched.plan(self.step)
+                self.step += 1
+                if not any(self.cur_plan) or ((self.eot or self.sched.wide) and not masked_any):
+                    continue   # a step that would commit nothing: skipped without a forward
+            else:
+                if not masked_any:
+                    if self._end_block(blk):
+                        return []
                     continue
-            else:
-                if not bool(masked.any()):   # adaptive schedulers: the one host check they need
-                    break
-                plan = None
-                step += 1
-            before = x.clone() if params.trace else None
-            logits, lo = runner(x, valid, pos, blk, wide=sched.wide)
-            raw = logits[:, blk.start - lo:blk.stop - lo]
-            fused = sched.transform(raw, masked)
-            if constraint is not None:   # DINGO: the masked slots take the best valid completion
-                tokens, scores = constraint.restrict(fused, x[:, blk], masked, lambda lg: propose(lg, **propose_kw))
-            else:
-                tokens, scores = propose(fused, **propose_kw)
-            for r in active:
-                results[r].nfe += forward_cost
-                results[r].steps += 1
-            st = Step(index=step - 1, forwards=global_step + 1, logits=raw, tokens=tokens, scores=scores,
-                      masked=masked, plan=plan, rows=active, block_start=blk.start, answer_start=P)
-            if sched.wide:
-                st.wide, st.wide_start = logits, lo
-                st.wide_masked = x[:, lo:lo + logits.shape[1]] == mask_id
+                self.cur_plan = None
+                self.step += 1
+            return self.windows.rows(self.x, blk, self.forwards, wide=self.sched.wide)
 
-                def extra(col, x=x, valid=valid, pos=pos):
-                    for r in active:
-                        results[r].nfe += forward_cost
-                    return runner.full(x, valid, pos, col)
-                st.extra = extra
-            fill = sched.finish(st)
-            if fill is not None and bool(fill.any()):   # early commit: complete these rows now
-                wide, wlo = (st.wide, st.wide_start) if st.wide is not None and st.wide_start <= blk.start \
-                    and st.wide_start + st.wide.shape[1] == L else st.extra(blk.start)
-                if constraint is not None:
-                    wtok = constraint.complete(wide[:, blk.start - wlo:], x, blk.start, fill)
-                    wlo = blk.start
-                else:
-                    wtok, _ = propose(wide, **propose_kw)
-                tail = x[:, wlo:]
-                x[:, wlo:] = torch.where(fill[:, None] & (tail == mask_id), wtok, tail)
-                masked = masked & ~fill[:, None]
-                st.masked = masked
-            commit = sched.select(st) & masked
-            if constraint is not None:   # a CFG vets the commits (reject and re-pick); DINGO's are valid
-                commit, tokens = constraint.select(commit, tokens, scores, x, blk)
-            x[:, blk] = torch.where(commit, tokens, x[:, blk])
-            if eot:   # end-of-text prediction: everything after a row's first stop token is that token
-                _fill_after_stop(x, P, stop, mask_id)
-            if on_step is not None:
-                st.commit = commit
-                on_step(st)
-            if params.trace:
-                _record(results, active, before, x, scores, blk, P, global_step, b, mask_id)
-            global_step += 1
-        if constraint is not None:
-            constraint.finish_block(x, blk)
-        answer = x[:, P:]
-        done = (torch.isin(answer[:, :blk.stop - P], stop).any(1) | (answer != mask_id).all(1)).tolist()
-        if any(done):  # finished requests leave the batch: write them back, keep the others
-            _write_back(canvas, rows, x)
-            keep = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
-            active = [r for r, d in zip(active, done) if not d]
-            if not active:
-                break
-            runner.keep_rows(keep, len(done))
-            if constraint is not None:
-                constraint.keep_rows(keep)
-            rows, x, valid, pos = rows[keep], x[keep], valid[keep], pos[keep]
-    else:
-        _write_back(canvas, rows, x)
-    for r in results:
-        r.cache_bytes = runner.cache.nbytes if runner.cache is not None else 0
-    answers = canvas.answers().tolist()
-    for r, res in enumerate(results):
-        res.answer = answers[r]
-    return results
+    def advance(self, outs: list[torch.Tensor]):
+        if self.pending is not None:
+            self.nfe += self.cost
+            self.extra = (self.windows.guide(outs)[None], self.pending_col)
+            st, self.pending = self.pending, None
+            self._finish_step(st)
+            return
+        logits = self.windows.guide(outs)                                   # [Q, V] canvas columns lo..
+        lo = self.windows.lo
+        self.forwards += 1
+        blk, x = self.blk, self.x
+        raw = logits[blk.start - lo:blk.stop - lo][None]                    # [1, block, V]
+        masked = (x[blk] == self.mask_id)[None]
+        fused = self.sched.transform(raw, masked)
+        if self.constraint is not None:   # DINGO: the masked slots take the best valid completion
+            tokens, scores = self.constraint.witness(fused, x[None, blk], masked, lambda lg: propose(lg, **self.propose_kw))
+        else:
+            tokens, scores = propose(fused, **self.propose_kw)
+        if not bool(torch.isfinite(scores[masked]).all()):
+            raise DllmError(f"the model's logits hold NaN or infinity (step {self.steps + 1}); the checkpoint's "
+                            "weights or the dtype are broken, so no answer can be decoded.")
+        self.nfe += self.cost
+        self.steps += 1
+        st = Step(index=self.step - 1, forwards=self.steps, logits=raw, tokens=tokens, scores=scores,
+                  masked=masked, plan=self.cur_plan, rows=[self.row], block_start=blk.start, answer_start=self.P)
+        if self.sched.wide:
+            st.wide, st.wide_start = logits[None], lo
+            st.wide_masked = (x[lo:lo + logits.shape[0]] == self.mask_id)[None]
+        st.extra = self._extra
+        st.before = x.clone() if self.p.trace else None
+        self.extra = None
+        self._finish_step(st)
 
+    # ---- one step after its forward -----------------------------------------------------------------
+    def _extra(self, col: int):
+        """Step.extra: logits of canvas columns [col, L) from one more forward (counted in nfe)."""
+        if self.extra is not None and self.extra[1] <= col:
+            logits, c0 = self.extra
+            return logits[:, col - c0:], col
+        raise NeedForward(col)
 
-def _fill_after_stop(x, P, stop, mask_id):
-    """x [B, L]: masked answer slots after each row's first stop token take that token (no host sync)."""
-    ans = x[:, P:]
-    is_stop = torch.isin(ans, stop)
-    first = torch.where(is_stop.any(1), is_stop.int().argmax(1), ans.shape[1])      # [B]
-    tok = ans.gather(1, first.clamp(max=ans.shape[1] - 1)[:, None])                 # [B, 1]
-    after = torch.arange(ans.shape[1], device=x.device)[None, :] > first[:, None]
-    x[:, P:] = torch.where(after & (ans == mask_id), tok, ans)
+    def _finish_step(self, st: Step):
+        x, blk, masked = self.x, self.blk, st.masked
+        try:
+            fill = self.sched.finish(st)
+            if fill is not None and bool(fill.any()):   # early commit: complete the answer now
+                self._fill(st, blk)
+                masked = st.masked = masked & ~fill[:, None]
+        except NeedForward as need:
+            self.pending, self.pending_col = st, need.col
+            return
+        commit = self.sched.select(st) & masked
+        # the invariant, whatever the scheduler returned: a row with a mask left commits its best slot
+        commit = commit | (best_slot(st.scores, masked) & ~commit.any(-1, keepdim=True))
+        tokens = st.tokens
+        if self.constraint is not None:   # a CFG vets the commits (reject and re-pick); DINGO's are valid
+            commit, tokens = self.constraint.check(commit, tokens, st.scores, x[None], blk)
+        x[blk] = torch.where(commit[0], tokens[0], x[blk])
+        if self.eot:   # end-of-text prediction: everything after the first stop token is that token
+            self._fill_after_stop()
+        if self.on_step is not None:
+            st.commit = commit
+            self.on_step(st)
+        if self.p.trace:
+            self._record(st, blk)
+        if (self.sched.fixed and self.sched.block_done(self.step)) or \
+                (not self.sched.fixed and not bool((x[blk] == self.mask_id).any())):
+            self._end_block(blk)
 
+    def _fill(self, st, blk):
+        """Early commit: every masked slot from the block's start to the end takes its argmax (or the
+        constraint's completion)."""
+        x, L = self.x, self.L
+        if st.wide is not None and st.wide_start <= blk.start and st.wide_start + st.wide.shape[1] == L:
+            wide, wlo = st.wide, st.wide_start
+        else:
+            wide, wlo = st.extra(blk.start)
+        if self.constraint is not None:
+            wtok = self.constraint.complete(wide[:, blk.start - wlo:], x[None], blk.start)[0]
+            wlo = blk.start
+        else:
+            wtok = propose(wide, **self.propose_kw)[0][0]
+        tail = x[wlo:]
+        x[wlo:] = torch.where(tail == self.mask_id, wtok, tail)
 
-def _write_back(canvas, rows, x):
-    if x is not canvas.x:   # a compacted copy once some requests have finished
-        canvas.x[rows] = x
+    def _fill_after_stop(self):
+        """Masked answer slots after the first stop token take that token (no host sync)."""
+        ans = self.x[self.P:]
+        is_stop = torch.isin(ans, self.stop_t)
+        first = torch.where(is_stop.any(), is_stop.int().argmax(), ans.shape[0])
+        tok = ans[first.clamp(max=ans.shape[0] - 1)]
+        after = torch.arange(ans.shape[0], device=ans.device) > first
+        self.x[self.P:] = torch.where(after & (ans == self.mask_id), tok, ans)
 
+    # ---- blocks ---------------------------------------------------------------------------------------
+    def _begin_block(self, blk):
+        self.sched.begin_block([int((self.x[blk] == self.mask_id).sum())], self.block_steps[self.b])
+        if self.constraint is not None:
+            self.constraint.begin_block(self.x[None], blk)
+        self.in_block, self.step, self.forwards = True, 0, 0
 
-def _record(results, active, before, x, scores, blk, P, global_step, block, mask_id):
-    """One trace entry per row: every answer slot this step filled (selection, early commit or
-    end-of-text fill), with its score where the selection scored it (None elsewhere)."""
-    filled = ((before == mask_id) & (x != mask_id)).cpu()
-    x, scores = x.cpu(), scores.float().cpu()
-    for i, r in enumerate(active):
-        idx = filled[i].nonzero().flatten()
-        results[r].trace.append({
-            "step": global_step, "block": block,
-            "positions": (idx - P).tolist(),
-            "tokens": x[i, idx].tolist(),
-            "scores": [round(scores[i, c - blk.start].item(), 6) if blk.start <= c < blk.stop else None
-                       for c in idx.tolist()],
+    def _end_block(self, blk) -> bool:
+        """Close the block; True when the request is finished (a stop token up to here, no mask left,
+        or the last block)."""
+        if self.constraint is not None:
+            self.constraint.finish_block(self.x[None], blk)
+        ans = self.x[self.P:]
+        done = bool(torch.isin(ans[:blk.stop - self.P], self.stop_t).any()) or not bool((ans == self.mask_id).any())
+        self.b, self.in_block = self.b + 1, False
+        self.done = done or self.b == self.p.num_blocks
+        return self.done
+
+    def _record(self, st, blk):
+        """One trace entry: every answer slot this step filled (selection, early commit or end-of-text
+        fill), with its score where the selection scored it (None elsewhere)."""
+        filled = ((st.before == self.mask_id) & (self.x != self.mask_id)).nonzero().flatten().tolist()
+        scores = st.scores[0].float().cpu()
+        xs = self.x.tolist()
+        self.trace.append({
+            "step": self.steps - 1, "block": self.b,
+            "positions": [c - self.P for c in filled],
+            "tokens": [xs[c] for c in filled],
+            "scores": [round(scores[c - blk.start].item(), 6) if blk.start <= c < blk.stop else None for c in filled],
         })

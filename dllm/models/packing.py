@@ -15,14 +15,11 @@ packed model returns dense copies, not views.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
 from dllm.errors import DllmError
 
-CHOICES = ("auto", "onednn", "none")
 PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -30,10 +27,9 @@ def resolve_pack(choice: str | None, device, dtype, graphs: str) -> bool:
     """'auto' | 'onednn' | 'none' (None: $DLLM_PACK, else 'auto') -> whether to pack the weights.
     auto: on a CPU whose torch has oneDNN, for float32/bfloat16, unless graphs='compile' (inductor
     cannot lower the packed op; it would need its own freezing pass)."""
-    name = choice if choice is not None else os.environ.get("DLLM_PACK", "auto")
-    if name not in CHOICES:
-        source = "pack" if choice is not None else "DLLM_PACK"
-        raise DllmError(f"{source} must be one of {', '.join(CHOICES)}, got {name!r}.")
+    from dllm.choices import resolve_choice
+
+    name = resolve_choice("pack", choice)
     if name == "none":
         return False
     ok = can_pack(device, dtype)

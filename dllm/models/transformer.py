@@ -78,22 +78,14 @@ def apply_rope(x, cos, sin, fp32: bool):
     return x * cos + rotate_half(x) * sin
 
 
-# None: one GEMM per fused projection on a GPU, one per row block on a CPU (split_linear); tests
-# set True/False to run either path anywhere
-ONE_GEMM: bool | None = None
-
-
-def one_gemm(x) -> bool:
-    return x.is_cuda if ONE_GEMM is None else ONE_GEMM
-
-
-def split_linear(x, lin: nn.Linear | PackedLinear, parts, join: bool = True):
+def split_linear(x, lin: nn.Linear | PackedLinear, parts, one_gemm: bool | None = None, join: bool = True):
     """x @ lin.weight.T (+ bias) for a fused projection whose row blocks are parts ((lo, hi)
     ranges) -> one tensor (join) or one per block. On a GPU, or with the weight packed for oneDNN
     (models/packing.py), one GEMM: a small-batch step is bound by launches on a GPU. With a dense
     weight on a CPU one GEMM per row block: MKL runs the narrower GEMMs faster at a 32-row step
-    (about 5% of a 110M model's step)."""
-    if one_gemm(x) or isinstance(lin, PackedLinear):
+    (about 5% of a 110M model's step). one_gemm: None = that choice by device; True/False forces it
+    (Transformer.set_one_gemm: the tests run both paths against the references)."""
+    if (x.is_cuda if one_gemm is None else one_gemm) or isinstance(lin, PackedLinear):
         y = lin(x)
         return y if join else y.split([hi - lo for lo, hi in parts], -1)
     w, b = lin.weight, lin.bias
@@ -106,6 +98,7 @@ class Attention(nn.Module):
     one GEMM and one launch instead of three; the checkpoint's separate matrices load into its row
     ranges (Transformer.named_weights)."""
     triton = False
+    one_gemm: bool | None = None   # split_linear's choice (Transformer.set_one_gemm)
 
     def __init__(self, a: ModelArgs, layer: int):
         super().__init__()
@@ -120,12 +113,13 @@ class Attention(nn.Module):
         """Row ranges of the checkpoint's q/k/v projections inside wqkv."""
         return self._parts
 
-    def forward(self, x, cos, sin, mask, cache, rows: slice | None = None):
-        """x [B, T, dim] -> [B, T', dim]: every row's keys/values are computed (and cached), but only
-        the queries of `rows` (all T when None) attend and are projected out."""
+    def forward(self, x, cos, sin, ctx, rows=None):
+        """x [B, T, dim] -> [B, T', dim]: every row's keys/values are computed (and written where the
+        context keeps them, models/context.py), but only the queries of `rows` (all T when None; a slice,
+        or flat indices in a ragged step) attend and are projected out."""
         B, T, _ = x.shape
         a, hd, H = self.a, self.a.head_dim, self.a.n_heads
-        qkv = split_linear(x, self.wqkv, self.parts().values()).view(B, T, H + 2 * a.n_kv_heads, hd)
+        qkv = split_linear(x, self.wqkv, self.parts().values(), self.one_gemm).view(B, T, H + 2 * a.n_kv_heads, hd)
         v = qkv[:, :, H + a.n_kv_heads:].transpose(1, 2)                  # [B, Hkv, T, hd]
         if self.triton:   # the kernel writes the RoPE'd keys into `out` (the cache's window) itself
             from dllm.kernels.fused import rope
@@ -137,35 +131,14 @@ class Attention(nn.Module):
             qk = apply_rope(qkv[:, :, :H + a.n_kv_heads], cos, sin, a.rope_fp32).transpose(1, 2)
             q, k = qk[:, :H], qk[:, H:]
             rope_k = lambda out=None: k if out is None else out.copy_(k)   # noqa: E731
-        if cache is not None:   # write this window's k/v in place, attend over every cached column
-            k, v = cache.update(self.layer, None, v, k_writer=rope_k)
-        else:
-            k = rope_k()
-        if rows is not None:
-            q = q[:, :, rows]
-            if mask is not None and mask.shape[2] != 1:   # a per-query mask: its rows of the queries kept
-                mask = mask[:, :, rows]
-        if a.causal:
-            # query i sits at key column start + i (start = the cache's write column, 0 without a
-            # cache) and sees keys j <= start + i; skipped when that already admits every key
-            # (one new token attending a cache that ends at it: the decode step of the AR loop)
-            start, S = (cache.start if cache is not None else 0), k.shape[2]
-            if start + 1 < S:
-                causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=start)
-                causal = causal if rows is None else causal[rows]
-                mask = causal if mask is None else mask & causal
-        if self.triton and not a.causal and (mask is None or mask.shape[2] == 1) and hd >= 16 and hd & (hd - 1) == 0:
-            from dllm.kernels.attention import attention   # split-KV over the cache views, key padding only
-            o = attention(q, k, v, None if mask is None else mask[:, 0, 0, :])
-        else:
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=a.n_kv_heads != a.n_heads)
-        return self.wo(o.transpose(1, 2).reshape(B, q.shape[2], H * hd))
+        return self.wo(ctx.attend(self.layer, q, rope_k, v, rows, self.triton))
 
 
 class FeedForward(nn.Module):
     """SiLU-gated MLP, w2(silu(x w1) * x w3), with the gate and up projections as one
     [2 hidden, dim] matrix (w13: gate rows first), one GEMM instead of two on a GPU."""
     triton = False
+    one_gemm: bool | None = None
 
     def __init__(self, a: ModelArgs):
         super().__init__()
@@ -179,7 +152,7 @@ class FeedForward(nn.Module):
         return self._parts
 
     def forward(self, x):
-        g, u = split_linear(x, self.w13, self.parts().values(), join=False)
+        g, u = split_linear(x, self.w13, self.parts().values(), self.one_gemm, join=False)
         if self.triton:
             from dllm.kernels.fused import silu_mul
             return self.w2(silu_mul(g, u))
@@ -194,10 +167,10 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(a.dim, a.norm_eps)
         self.feed_forward = FeedForward(a)
 
-    def forward(self, x, cos, sin, mask, cache, rows: slice | None = None):
+    def forward(self, x, cos, sin, ctx, rows=None):
         """rows: only these rows of the output are needed (the last layer: the LM head's rows); the
-        others still write their keys/values into the cache."""
-        o = self.attention(self.attention_norm(x), cos, sin, mask, cache, rows)
+        others still write their keys/values where the context keeps them."""
+        o = self.attention(self.attention_norm(x), cos, sin, ctx, rows)
         n, h = self.ffn_norm(o, residual=x if rows is None else x[:, rows])
         return h + self.feed_forward(n)
 
@@ -242,6 +215,13 @@ class Transformer(nn.Module):
             if isinstance(m, (RMSNorm, FeedForward, Attention)):
                 m.triton = name == "triton"
 
+    def set_one_gemm(self, one: bool | None):
+        """None: one GEMM per fused projection on a GPU, one per row block on a CPU (split_linear);
+        True/False: that path on any device."""
+        for m in self.modules():
+            if isinstance(m, (FeedForward, Attention)):
+                m.one_gemm = one
+
     @torch.no_grad()
     def forward(self, token_ids, positions, cache=None, query_slice: slice | None = None, attn_mask=None):
         """token_ids, positions [B, T]: the rows to run (a window of the canvas when cached).
@@ -255,11 +235,8 @@ class Transformer(nn.Module):
         shift_logits families (Dream) row i is scored by the hidden state at i-1 (row 0 by
         itself, as Dream does).
         """
-        a = self.args
-        h = self.tok_embeddings(token_ids)
-        if a.input_emb_scale:
-            h = h * (a.dim ** 0.5)
-        cos, sin = self.rotary(positions, token_ids.shape[1] if cache is None else cache.length)
+        from dllm.models.context import DenseContext
+
         mask = None if attn_mask is None else attn_mask[:, None] if attn_mask.dim() == 3 else attn_mask[:, None, None, :]
         L = token_ids.shape[1]
         q = query_slice if query_slice is not None else slice(0, L)
@@ -269,17 +246,31 @@ class Transformer(nn.Module):
             start, stop, _ = q.indices(L)
         # the head reads rows [start, stop) ([start - 1, stop - 1) with shift_logits): the last layer
         # runs attention output and MLP on those rows only (every row still caches its keys/values)
-        lo = max(start - 1, 0) if a.shift_logits else start
+        lo = max(start - 1, 0) if self.args.shift_logits else start
+        last_rows = slice(lo, stop)
+        start, stop = start - lo, stop - lo             # the head's rows among the last layer's [lo, stop)
+        if self.args.shift_logits:
+            head = torch.arange(start - 1, stop - 1, device=token_ids.device).clamp_(min=0)
+        else:
+            head = slice(start, stop)
+        ctx = DenseContext(cache, mask, self.args.causal)
+        bound = L if cache is None else cache.length
+        return self.run(token_ids, positions, ctx, last_rows, head, bound)
+
+    @torch.no_grad()
+    def run(self, token_ids, positions, ctx, last_rows, head_rows, bound: int):
+        """The layers and the head for any batch layout (models/context.py): token_ids, positions [B, T];
+        last_rows: the rows the last layer runs attention output and MLP on (a slice or flat indices);
+        head_rows: the rows of that output the LM head scores; bound: > every position. -> logits."""
+        a = self.args
+        h = self.tok_embeddings(token_ids)
+        if a.input_emb_scale:
+            h = h * (a.dim ** 0.5)
+        cos, sin = self.rotary(positions, bound)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, mask, cache, slice(lo, stop) if i == last else None)
-        start, stop = start - lo, stop - lo             # h [B, stop - lo, dim]: rows lo.. of the window
-        if a.shift_logits:
-            rows = torch.arange(start - 1, stop - 1, device=h.device).clamp_(min=0)
-            h = h[:, rows]
-        else:
-            h = h[:, start:stop]
-        h = self.norm(h)
+            h = layer(h, cos, sin, ctx, last_rows if i == last else None)
+        h = self.norm(h[:, head_rows])
         logits = F.linear(h, self.tok_embeddings.weight) if self.output is None else self.output(h)
         if a.scale_logits:
             logits = logits * (1.0 / a.dim ** 0.5)

@@ -1,12 +1,21 @@
-"""Per-slot statistics of the active block from its logits: the proposed token and its score.
+"""The one sampling module: the top-k / top-p chain, the diffusion proposal (a token and a score per
+slot) and the autoregressive choice.
 
 Everything here works on float32 copies of the rows that are read (never the whole canvas,
 never float64). Scores stay in float32: closer to Fast-dLLM's float64 ranking than the
-model dtype, and identical to every reference in float32 models.
+model dtype, and identical to every reference in float32 models. The Triton vocabulary
+reduction (kernels/vocab_reduce.py) is tested against `propose`.
 """
 from __future__ import annotations
 
 import torch
+
+
+def generator(seed, device) -> torch.Generator:
+    """A request's own random stream: seeded, or from torch's global RNG (so that torch.manual_seed
+    still makes unseeded runs repeatable); never shared between requests."""
+    g = torch.Generator(device=device)
+    return g.manual_seed(seed % 2**64 if seed is not None else int(torch.randint(0, 2**62, ()).item()))
 
 
 def top_k_filter(logits, k: int):
@@ -23,6 +32,15 @@ def top_p_filter(logits, p: float):
     remove[..., 0] = False
     drop = torch.zeros_like(remove).scatter_(-1, order, remove)
     return logits.masked_fill(drop, torch.finfo(logits.dtype).min)
+
+
+def filtered(logits, top_k, top_p):
+    """The filter chain every sampler uses, in Hugging Face's warper order: top-k, then top-p."""
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1:
+        logits = top_p_filter(logits, top_p)
+    return logits
 
 
 def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: str,
@@ -45,11 +63,7 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
         from dllm.kernels.vocab_reduce import vocab_reduce
         return vocab_reduce(logits, score=remasking, banned=banned, temperature=temperature, generator=generator)
     l32 = logits.float()
-    scored = l32 / temperature if (temperature > 0 and style == "dream") else l32
-    if top_k is not None:
-        scored = top_k_filter(scored, top_k)
-    if top_p is not None and top_p < 1:
-        scored = top_p_filter(scored, top_p)
+    scored = filtered(l32 / temperature if (temperature > 0 and style == "dream") else l32, top_k, top_p)
     lse = torch.logsumexp(scored, -1, keepdim=True)              # [B, L, 1]
     probs = None
     if remasking == "entropy" or (temperature > 0 and style == "dream"):
@@ -62,11 +76,7 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
             flat = pick.reshape(-1, pick.shape[-1])
             tokens = torch.multinomial(flat, 1, generator=generator).view(pick.shape[:-1])
         else:
-            tempered = l32 / temperature
-            if top_k is not None:
-                tempered = top_k_filter(tempered, top_k)
-            if top_p is not None and top_p < 1:
-                tempered = top_p_filter(tempered, top_p)
+            tempered = filtered(l32 / temperature, top_k, top_p)
             u = torch.rand(tempered.shape, generator=generator, device=tempered.device).clamp_(min=1e-20)
             noisy = tempered - torch.log(-torch.log(u))
             if banned is not None:
@@ -92,3 +102,22 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
     else:  # validated by SamplingParams
         raise AssertionError(remasking)
     return tokens, score
+
+
+def choose(logits, temperature: float, top_k, top_p, generator, allowed=None):
+    """The autoregressive choice: logits [B, V] (model dtype) -> (tokens [B] long, float32 scores [B, V]
+    the token was drawn from).
+
+    allowed [B, V] bool or None: disallowed tokens get -inf first (rows with nothing allowed are
+    left unconstrained rather than turned into NaN). Greedy = argmax; sampling = softmax of
+    top_p(top_k(logits / T)) drawn with `generator` (the order of Hugging Face's warpers).
+    """
+    scores = logits.float()
+    if allowed is not None:
+        keep = allowed | ~allowed.any(-1, keepdim=True)
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if temperature == 0:
+        return scores.argmax(-1), scores
+    scores = filtered(scores / temperature, top_k, top_p)
+    probs = scores.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1), scores

@@ -1,0 +1,115 @@
+"""A loaded model and what every request reads of it: arguments, tokenizer, stop ids, device choices."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dllm.errors import DllmError
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype, device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise DllmError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16.")
+    return _DTYPES[dtype]
+
+
+def resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DllmError(f"unknown device {device!r}.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DllmError("device 'cuda' was asked for, but no CUDA GPU is available.")
+    return dev
+
+
+@dataclass
+class Loaded:
+    model: object
+    args: object                     # ModelArgs
+    tokenizer: object                # dllm.tokenizer.Tokenizer or None
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+    kernels: str = "torch"
+    graphs: str = "none"
+    packed: bool = False
+    classic: bool = False            # no ragged forward: the runner runs it row by row
+    stop_ids: set = field(default_factory=set)
+    pad_id: int = 0
+
+
+def load(model, device=None, dtype=None, kernels=None, graphs=None, pack=None) -> Loaded:
+    """Load a checkpoint directory or .gguf file. kernels / graphs / pack: see LLM."""
+    from dllm.default_model import resolve_model
+    from dllm.engine.graphs import resolve_graphs
+    from dllm.kernels import resolve_kernels
+    from dllm.models import load_model
+    from dllm.models.packing import pack_linears, resolve_pack
+    from dllm.tokenizer import Tokenizer
+
+    if not isinstance(model, (str, Path)):
+        raise DllmError(f"model must be a checkpoint directory or .gguf path, got {type(model).__name__}.")
+    path = Path(resolve_model(str(model)))
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    kern = resolve_kernels(kernels, dev)
+    gr = resolve_graphs(graphs, dev)
+    if gr == "compile" and kern == "triton" and dev.type != "cuda":
+        raise DllmError("graphs='compile' cannot trace Triton's CPU interpreter; use kernels='torch' on a CPU.")
+    packed = resolve_pack(pack, dev, dt, gr)
+    net, args = load_model(path, dev, dt)
+    ours = hasattr(net, "set_kernels")   # our Transformer, not a transformers fallback model
+    if ours:
+        net.set_kernels(kern)
+    packed = packed and ours
+    if packed:
+        pack_linears(net)
+    tok = Tokenizer.from_gguf(path) if path.suffix == ".gguf" and path.is_file() else Tokenizer.from_pretrained(path)
+    out = Loaded(net, args, tok, path, dev, dt, kern, gr, packed, classic=not ours)
+    _set_stop_ids(out)
+    return out
+
+
+def wrap(model, args, tokenizer, name: str) -> Loaded:
+    """A model object with the classic forward signature (the evaluation oracles) as a Loaded."""
+    from dllm.kernels import resolve_kernels
+
+    p = next(model.parameters())
+    out = Loaded(model, args, tokenizer, Path(name), p.device, p.dtype, resolve_kernels(None, p.device),
+                 "none", False, classic=not hasattr(model, "run"))
+    _set_stop_ids(out)
+    return out
+
+
+def _set_stop_ids(m: Loaded):
+    m.stop_ids = set(m.args.eos_token_ids) | _generation_config_eos(m.path)
+    if m.tokenizer is not None:
+        m.stop_ids |= m.tokenizer.stop_token_ids()
+    m.stop_ids.discard(m.args.mask_token_id)
+    pad = m.args.pad_token_id
+    m.pad_id = int(pad) if pad is not None else (min(m.stop_ids) if m.stop_ids else 0)
+
+
+def _generation_config_eos(path: Path) -> set[int]:
+    f = path / "generation_config.json"
+    try:
+        eos = json.loads(f.read_text()).get("eos_token_id") if f.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+        return set()
+    if eos is None:
+        return set()
+    ids = eos if isinstance(eos, list) else [eos]
+    return {e for e in ids if isinstance(e, int) and not isinstance(e, bool) and e >= 0}
