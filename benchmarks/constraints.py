@@ -1,6 +1,6 @@
 """Time compile_regex (regex -> token DFA) on real-sized vocabularies.
 
-    python benchmarks/constraints.py [--out constraints.json] [--repeat 3]
+    python -m benchmarks.constraints [--out constraints.json] [--repeat 3]
 
 Vocabularies:
   * synthetic-126k: a byte-level BPE vocabulary of LLaDA's size (126,464 ids: 126,080 tokens and
@@ -32,10 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))   # last: kernels/ must not shadow HF's `kernels`
-from benchmarks.common import write  # noqa: E402
-from dllm.constraints import regex as cregex  # noqa: E402
-from dllm.tokenizer import Tokenizer  # noqa: E402
+from benchmarks.common import write
+from dllm.constraints import regex as cregex
+from dllm.tokenizer import Tokenizer
 
 # ---- patterns ---------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Kernel benchmark: each Triton kernel against its PyTorch reference (time, GB/s read).
 
-python benchmarks/kernels.py                     # on a CUDA machine; shapes: rows x vocabulary, bf16
-python benchmarks/kernels.py --rows 32,256 --vocab 126464,152064
+python -m benchmarks.kernels                     # on a CUDA machine; shapes: rows x vocabulary, bf16
+python -m benchmarks.kernels --rows 32,256 --vocab 126464,152064
 
 The fused vocabulary reduction (kernels/vocab_reduce.py) reads each logit once; "GB/s" counts
 those bytes only (rows x V x element size) over the median time of --repeats calls. Writes JSON
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))   # last: kernels/ must not shadow HF's `kernels`
-from benchmarks.common import timed, write  # noqa: E402
+from benchmarks.common import timed, write
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """Scheduler benchmark: tokens per forward, wall time and agreement with careful decoding.
 
-python benchmarks/schedulers.py                  # synthetic ~110M-parameter LLaDA-shaped model (random weights)
-python benchmarks/schedulers.py --model DIR      # a real checkpoint (--text-prompts FILE for text prompts)
+python -m benchmarks.schedulers                  # synthetic ~110M-parameter LLaDA-shaped model (random weights)
+python -m benchmarks.schedulers --model DIR      # a real checkpoint (--text-prompts FILE for text prompts)
 
 For every scheduler x cache mode: mean forwards per request, tokens committed per forward,
 wall time, and `agree` = the fraction of answer slots equal to the reference decoding (topk,
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))   # last: kernels/ must not shadow HF's `kernels`
-from benchmarks.cache import SYNTHETIC, synthetic_checkpoint  # noqa: E402
-from benchmarks.common import timed, write  # noqa: E402
-from dllm import LLM, SamplingParams  # noqa: E402
-from dllm.schedulers import SCHEDULERS  # noqa: E402
+from benchmarks.cache import SYNTHETIC, synthetic_checkpoint
+from benchmarks.common import timed, write
+from dllm import LLM, SamplingParams
+from dllm.schedulers import SCHEDULERS
 
 
 def main(argv=None):

@@ -1,11 +1,12 @@
 """Cached denoising-step latency against the weight-bandwidth floor.
 
-python benchmarks/step.py                          # LLaDA-8B shape, random bf16 weights, on the GPU
-python benchmarks/step.py --kernels torch,triton --batch 1,8 --cache-len 1024 --block 32
-python benchmarks/step.py --shape small --device cpu --dtype float32 --modes eager,packed,compile   # without a GPU
+python -m benchmarks.step                          # LLaDA-8B shape, random bf16 weights, on the GPU
+python -m benchmarks.step --kernels torch,triton --batch 1,8 --cache-len 1024 --block 32
+python -m benchmarks.step --shape small --device cpu --dtype float32 --modes eager,packed,compile   # without a GPU
 
-One step = the dual-cache step of Fast-dLLM: a forward over the 32 block rows that attends over
-a `--cache-len`-column KV cache (model(token_ids [B, 32], positions, cache)), LM head on the block.
+One step = the dual-cache step of Fast-dLLM as the engine runs it: B requests, each a forward over its
+32 block rows that attends over its `--cache-len` columns of the KV pool, LM head on the block
+(engine/runner.py ModelRunner.run of B steady ForwardRows: one ragged forward).
 floor = bytes of all weights / the device's measured copy bandwidth (a device-to-device copy of
 1 GiB: read + write bytes / time), the time it takes to read the weights once; "x floor" is
 step time / floor. `--modes` picks how the step runs, through the engine's own replay
@@ -19,19 +20,16 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.append(str(Path(__file__).resolve().parents[1]))   # last: kernels/ must not shadow HF's `kernels`
-from benchmarks.common import timed, write  # noqa: E402
-from dllm.engine.graphs import StepGraphs  # noqa: E402
-from dllm.engine.kv_cache import KVCache  # noqa: E402
-from dllm.models.config import llada_args  # noqa: E402
-from dllm.models.packing import can_pack, pack_linears  # noqa: E402
-from dllm.models.transformer import Transformer  # noqa: E402
+from benchmarks.common import timed, write
+from dllm.engine.kv_pool import KVPool
+from dllm.engine.runner import ForwardRow, ModelRunner
+from dllm.models.config import llada_args
+from dllm.models.packing import can_pack, pack_linears
+from dllm.models.transformer import Transformer
 
 SHAPES = {   # LLaDA-8B-Instruct's config.json fields, and a small one for smoke runs
     "llada-8b": dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, mlp_hidden_size=12288, vocab_size=126464),
@@ -74,6 +72,20 @@ def dispatched_ops(step) -> int:
                and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
 
 
+def engine_step(model, args, B: int, cache_len: int, block: int, device, dtype, graphs: str):
+    """The step as the engine runs it: B requests' block rows against their pool columns."""
+    pool = KVPool(args, dtype, device, capacity=B * cache_len)
+    bases = [pool.alloc(cache_len) for _ in range(B)]
+    for t in pool.k + pool.v:
+        t.normal_()
+    runner = ModelRunner(model, pool, graphs=graphs)
+    start = cache_len // 2                                   # the block sits inside the cached canvas
+    ids = torch.randint(0, args.vocab_size, (B, block), device=device)
+    rows = [ForwardRow(ids=ids[b], start=start, keys=cache_len, q=(0, block), base=bases[b], steady=True)
+            for b in range(B)]
+    return lambda: runner.run(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="llada-8b", choices=sorted(SHAPES))
@@ -101,23 +113,14 @@ def main() -> int:
         pack_linears(packed)
     rows = []
     for B in map(int, a.batch.split(",")):
-        cache = KVCache(args, B, a.cache_len, dtype, device)
-        for t in cache.k + cache.v:
-            t.normal_()
-        cache.start = a.cache_len // 2                       # the block sits inside the cache window
-        ids = torch.randint(0, args.vocab_size, (B, a.block), device=device)
-        pos = torch.arange(cache.start, cache.start + a.block, device=device).expand(B, -1)
         for kernels in a.kernels.split(","):
             model.set_kernels(kernels)
             if packed is not None:
                 packed.set_kernels(kernels)
             for mode in modes:
-                if mode in ("eager", "packed"):
-                    m = packed if mode == "packed" else model
-                    step = lambda m=m: m(ids, pos, cache=cache)      # noqa: E731
-                else:   # the engine's replay: inputs copied into fixed buffers, then the recording
-                    graphs = StepGraphs(model, cache, mode)
-                    step = lambda g=graphs: g(ids, pos, cache.start, slice(0, a.block), None)   # noqa: E731
+                m = packed if mode == "packed" else model
+                step = engine_step(m, args, B, a.cache_len, a.block, device, dtype,
+                                   "none" if mode in ("eager", "packed") else mode)
                 t0 = time.perf_counter()
                 for _ in range(3):
                     step()

@@ -8,6 +8,10 @@ Selection: LLM(..., kernels=...) or the DLLM_KERNELS environment variable, one o
 """
 from __future__ import annotations
 
+if __name__ != "dllm.kernels":   # imported from a checkout's root under its own name: see dllm/_shadow.py
+    from dllm._shadow import defer
+    defer(__name__, __file__)
+
 import os
 import sys
 

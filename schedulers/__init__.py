@@ -5,6 +5,10 @@ validate names without importing the implementations.
 """
 from __future__ import annotations
 
+if __name__ != "dllm.schedulers":   # imported from a checkout's root under its own name: see dllm/_shadow.py
+    from dllm._shadow import defer
+    defer(__name__, __file__)
+
 import importlib
 
 SCHEDULERS = {

@@ -3,6 +3,7 @@ incremental charts against fresh ones, and the engine's answers under every sche
 import functools
 import itertools
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,7 +14,6 @@ from lark import Lark
 from dllm import LLM, SamplingParams
 from dllm.constraints.cfg import ANY, Chart, Text, canvas_text, compile_grammar
 from dllm.constraints.cfg_rows import GrammarConstraint, GrammarRows
-from dllm.engine.canvas import Canvas
 from dllm.errors import ConstraintError
 
 GRAMMARS = {
@@ -146,8 +146,7 @@ def test_canvas_text_spells_the_gaps():
 def _rows(src, tb, answer, stop):
     mask = len(tb) - 2
     x = torch.tensor([[0] + answer])
-    canvas = Canvas(x=x, valid=torch.ones_like(x, dtype=torch.bool), positions=torch.arange(x.shape[1])[None],
-                    prompt_len=1, answer_len=len(answer), mask_id=mask)
+    canvas = SimpleNamespace(x=x, prompt_len=1, mask_id=mask)   # what a request's decoder hands its constraint
     return GrammarRows(GrammarConstraint(compile_grammar(src), tb), [stop], canvas), canvas
 
 

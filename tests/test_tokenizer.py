@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from dllm.errors import TokenizerError
 from dllm.tokenizer import Tokenizer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tokenizer_files import write_dream_tokenizer, write_llada_tokenizer  # noqa: E402
+from tests.tokenizer_files import write_dream_tokenizer, write_llada_tokenizer
 
 TEXTS = [
     "Hello world! The quick brown fox.",

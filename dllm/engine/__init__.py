@@ -1,1 +1,1 @@
-"""Batch state (canvas), the diffusion loop and per-slot scoring."""
+"""The step machine: requests, their decoders, the model runner, the KV pool, the engine."""

@@ -1,7 +1,7 @@
 """The KV pool: every running request's keys/values in one preallocated buffer per layer.
 
-Per layer k, v [Hkv, C + 1, hd] in the model dtype (head-major, so that a row's keys are the view
-k[:, lo:hi] that attention reads in place). Column C is spare: padded tokens of a ragged step write
+Per layer k, v [1, Hkv, C + 1, hd] in the model dtype (head-major, so that a row's keys are the view
+k[:, :, lo:hi] that attention reads in place, already shaped as a batch of one). Column C is spare: padded tokens of a ragged step write
 there and padded keys read it (masked). A request holds contiguous column ranges (its canvas, and a
 second one for classifier-free guidance's unconditional copy), handed out first-fit and returned when
 it finishes; a request that does not fit waits (engine/request_scheduler.py). Nothing is allocated per
@@ -86,11 +86,11 @@ class KVPool:
         need = self.size + max(n - tail, 0)
         new = min(self.capacity, max(need, 2 * self.size, 64))
         a = self.args
-        shape = (a.n_kv_heads, new + 1, a.head_dim)
+        shape = (1, a.n_kv_heads, new + 1, a.head_dim)
         k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(a.n_layers)]
         v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(a.n_layers)]
         for old, fresh in zip(self.k + self.v, k + v):   # keep what running requests hold
-            fresh[:, :self.size] = old[:, :self.size]
+            fresh[:, :, :self.size] = old[:, :, :self.size]
         self.k, self.v = k, v
         if tail:
             self.free[-1] = (self.free[-1][0], new)

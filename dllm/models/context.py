@@ -89,7 +89,7 @@ class Bucket:
 
 
 class RaggedContext:
-    """The engine's step: N flat tokens; per-layer pool tensors k, v [Hkv, C + 1, hd] (column C spare).
+    """The engine's step: N flat tokens; per-layer pool tensors k, v [1, Hkv, C + 1, hd] (column C spare).
 
     write_cols [N]: the pool column each token's keys/values go to. buckets: the attention plan of every
     layer but the last; last_buckets, n_last: the plan of the last layer, whose queries are only the
@@ -103,23 +103,23 @@ class RaggedContext:
     def attend(self, layer: int, q, rope_k, v, rows, triton: bool):
         """q [1, H, N, hd], v [1, Hkv, N, hd] -> o [1, N', H * hd] (N' = len(rows) when rows is given)."""
         H, hd = q.shape[1], q.shape[3]
-        K, V = self.k[layer], self.v[layer]                       # [Hkv, C + 1, hd]
-        K.index_copy_(1, self.write_cols, rope_k()[0])
-        V.index_copy_(1, self.write_cols, v[0])
+        K, V = self.k[layer], self.v[layer]                       # [1, Hkv, C + 1, hd]
+        K.index_copy_(2, self.write_cols, rope_k())
+        V.index_copy_(2, self.write_cols, v)
         plan, n_out = (self.buckets, q.shape[2]) if rows is None else (self.last_buckets, rows.shape[0])
-        qf = q[0].transpose(0, 1)                                 # [N, H, hd]
+        if len(plan) == 1 and plan[0].single:   # one row (e.g. a request alone): nothing to scatter back
+            b = plan[0]
+            o = _sdpa(q[:, :, b.q_lo:b.q_hi], K[:, :, b.k_lo:b.k_hi], V[:, :, b.k_lo:b.k_hi], b.mask, triton, True)
+            return o.transpose(1, 2).reshape(1, n_out, H * hd)
         out = q.new_empty(n_out + 1, H, hd)                       # + the spare row padded queries write
-        Hkv = K.shape[0]
         for b in plan:
             if b.single:
-                qb = qf[b.q_lo:b.q_hi].transpose(0, 1)[None]                          # [1, H, T, hd]
-                kb, vb = K[None, :, b.k_lo:b.k_hi], V[None, :, b.k_lo:b.k_hi]       # [1, Hkv, S, hd] views
-                ob = _sdpa(qb, kb, vb, b.mask, triton, True)
+                ob = _sdpa(q[:, :, b.q_lo:b.q_hi], K[:, :, b.k_lo:b.k_hi], V[:, :, b.k_lo:b.k_hi], b.mask, triton, True)
                 out[b.o_lo:b.o_lo + ob.shape[2]] = ob[0].transpose(0, 1)
             else:
-                qb = qf[b.q_idx].transpose(1, 2)                                      # [nb, H, Tb, hd]
-                kb = K[:, b.k_cols].transpose(0, 1)                                   # [nb, Hkv, Sb, hd]
-                vb = V[:, b.k_cols].transpose(0, 1)
+                qb = q[0].transpose(0, 1)[b.q_idx].transpose(1, 2)                   # [nb, H, Tb, hd]
+                kb = K[0][:, b.k_cols].transpose(0, 1)                                # [nb, Hkv, Sb, hd]
+                vb = V[0][:, b.k_cols].transpose(0, 1)
                 ob = _sdpa(qb, kb, vb, b.mask, triton, True)
                 out[b.o_idx] = ob.transpose(1, 2).flatten(0, 1)
         return out[:n_out].reshape(1, n_out, H * hd)
