@@ -22,7 +22,18 @@ class RequestOutput:
     token_ids: list              # the answer, up to and excluding EOS
     prompt_token_ids: list
     stats: GenerationStats
-    finish_reason: str = "length"  # "eos" | "stop" | "length"
+    # "eos" | "stop" | "length"; through LLMEngine also "abort" | "error", and None while running
+    finish_reason: str | None = "length"
+    # LLMEngine (request-level) fields: what became final since the request's previous output
+    # (the deltas of one request concatenate exactly to its final .text / .token_ids)
+    request_id: str = ""
+    finished: bool = True
+    delta_text: str = ""
+    delta_token_ids: list = field(default_factory=list)
+    error: str | None = None     # the one-sentence reason when finish_reason == "error"
+    # the answer slots after this step, a token id or None where still masked; filled only when asked
+    # for (params.trace), e.g. for `dllm serve`'s "stream_mode": "canvas"
+    canvas: list | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
