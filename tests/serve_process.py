@@ -1,7 +1,8 @@
-"""`dllm serve` as a subprocess on 127.0.0.1 and a free port (used by tests/test_serve.py and
-benchmarks/serve.py; not a test)."""
+"""`dllm serve` as a subprocess on 127.0.0.1 and a free port, and prompts the shipped model answers
+(used by tests/test_serve.py and benchmarks/serve.py; not a test)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,6 +12,18 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+NAMES = ["Zoe Lopez", "Rosa Quinn", "Ana Silva", "Victor Becker", "Victor Green", "Mia Chen", "Omar Diaz",
+         "Lena Fox", "Ivan Petrov", "Nora King"]
+
+
+def waiting_line(i: int) -> str:
+    """One of the shipped model's task prompts (it sorts the list), with names varied by i."""
+    names = [NAMES[(i + 3 * k) % len(NAMES)] for k in range(3 + i % 3)]
+    return ("You are managing a waiting line at a customer service desk.\nThe following people should be "
+            "organized alphabetically by last name for efficient processing:\n" + json.dumps(names) +
+            "\nPlease sort the list in alphabetical order and provide only the final list.\n")
+
 
 _READY = re.compile(r"dllm serve: \S+ on (http://\S+) ")
 

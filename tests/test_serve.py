@@ -19,23 +19,11 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 from dllm.sampling_params import SamplingParams  # noqa: E402
-from tests.serve_process import ServerProcess  # noqa: E402
+from tests.serve_process import ServerProcess, waiting_line  # noqa: E402
 
 KEY = "sk-test-key"
 MODEL = "dllm-tiny"
 SMALL = dict(max_tokens=16, block_length=8, steps=8)
-NAMES = ["Zoe Lopez", "Rosa Quinn", "Ana Silva", "Victor Becker", "Victor Green", "Mia Chen", "Omar Diaz",
-         "Lena Fox", "Ivan Petrov", "Nora King"]
-
-
-def waiting_line(i: int) -> str:
-    """One of the shipped model's task prompts (it sorts the list), with names varied by i."""
-    names = [NAMES[(i + 3 * k) % len(NAMES)] for k in range(3 + i % 3)]
-    return ("You are managing a waiting line at a customer service desk.\nThe following people should be "
-            "organized alphabetically by last name for efficient processing:\n" + json.dumps(names) +
-            "\nPlease sort the list in alphabetical order and provide only the final list.\n")
-
-
 PERSON = "Ana Silva is 34 years old, lives in Lima and works as a pilot.\nFill this JSON schema with these facts " \
          "and output only the JSON:\n"
 
@@ -240,13 +228,18 @@ def test_a_dropped_stream_does_not_disturb_others(server, client, llm):
         with h.stream("POST", server.url + "/v1/chat/completions", json=body, headers=auth) as r:
             assert r.status_code == 200
             next(r.iter_lines())   # the role chunk: the request is in the engine; now drop the connection
+    # a whole (non-streamed) answer whose client gives up waiting
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server.url + "/v1/completions", headers=auth, timeout=0.5,
+                   json={"model": MODEL, "prompt": waiting_line(6), "max_tokens": 64, "steps": 64})
     want = llm.generate(waiting_line(7), params(block_length=8, steps=8), apply_chat_template=True)[0].text
     assert chat(client, waiting_line(7)).choices[0].message.content == want
     deadline = time.monotonic() + 60
-    while aborted() < before + 1 and time.monotonic() < deadline:
+    while aborted() < before + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert aborted() == before + 1
+    assert aborted() == before + 2
     assert re.search(r"chatcmpl-\S+ /v1/chat/completions 499 ", server.log())
+    assert re.search(r"cmpl-\S+ /v1/completions 499 ", server.log())
 
 
 def test_raw_sse_framing(server):

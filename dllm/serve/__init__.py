@@ -4,6 +4,7 @@ protocol.py     OpenAI request bodies -> token ids + SamplingParams (plain Pytho
 async_engine.py the engine on its own thread; asyncio queues per HTTP request
 answers.py      choices, max_tokens cut, response bodies and stream chunks
 metrics.py      Prometheus text for /metrics
-app.py          the FastAPI routes, errors, streaming, access log
+handlers.py     per HTTP request: auth, admission, adding to the engine, SSE or JSON, errors, access log
+app.py          the FastAPI app: routes and lifespan
 server.py       uvicorn with the SIGTERM drain; cli.py the `dllm serve` command
 """

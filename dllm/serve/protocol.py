@@ -35,7 +35,8 @@ _IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls"}
 _NEUTRAL = {"presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({},), "logprobs": (False, 0),
             "top_logprobs": (0,), "echo": (False,), "suffix": ("",), "best_of": (1,), "tools": ([],),
             "tool_choice": ("none", "auto"), "modalities": (["text"],)}
-MAX_N = 64
+MAX_N = 64                   # samples per prompt
+MAX_ANSWERS = 256            # prompts x n per HTTP request
 
 
 class ApiError(DllmError):
@@ -136,6 +137,9 @@ def _job(body: dict, info: ModelInfo, prompts: list, chat: bool) -> Job:
     n = _get(body, "n", "int", 1)
     if not 1 <= n <= MAX_N:
         raise ApiError(f"n must be between 1 and {MAX_N}, got {n}.", param="n")
+    if len(prompts) * n > MAX_ANSWERS:
+        raise ApiError(f"a request may ask for at most {MAX_ANSWERS} answers (prompts x n), got {len(prompts) * n}.",
+                       param="n" if n > 1 else "prompt")
     params, max_tokens = sampling_params(body, info.defaults, chat)
     longest = max(len(p) for p in prompts)
     if longest + params.max_new_tokens > info.max_seq_len:
