@@ -74,6 +74,8 @@ def test_constraints_under_vllm_names_and_response_format(info):
     ({"tools": [{"type": "function"}]}, "not supported"),
     ({"n": 65}, "n must be between"),
     ({"prompt": ["a"] * 65, "n": 4}, "at most 256 answers"),
+    ({"guided_grammar": '%import .secret (SECRET)\nstart: SECRET\n'}, "may not %import files"),
+    ({"grammar": '%import\t.x.Y\nstart: Y\n'}, "may not %import files"),
     ({"top_k": 2.5}, "top_k must be an integer"),
     ({"stream": "yes"}, "stream must be true or false"),
     ({"stop": 5}, "stop must be a list"),
@@ -134,6 +136,8 @@ def _serve(*args):
 
 
 def test_serve_cli_errors_before_loading_the_model():
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
