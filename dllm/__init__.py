@@ -1,6 +1,6 @@
 """dllm: an inference engine for masked-diffusion language models.
 
-Imports stay light: `LLM` (which pulls in torch) is loaded on first use.
+Imports stay light: `LLM` and `LLMEngine` (which pull in torch) are loaded on first use.
 """
 from dllm.errors import DllmError
 from dllm.outputs import GenerationStats, RequestOutput

@@ -106,6 +106,21 @@ def _add_sampling_flags(p: argparse.ArgumentParser):
         # a field of another type gets no flag (tests/test_cli.py checks that every field has one)
 
 
+def add_model_flags(p: argparse.ArgumentParser):
+    """--model and the LLM(...) loading flags, shared by `generate` and `serve`."""
+    p.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA, Dream, Llama or Qwen2, Hugging Face "
+                                                  "layout), a .gguf file (Llama or Qwen2 architecture), or "
+                                                  "'default': the small model shipped in models/ (the default)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                   help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--graphs", choices=("auto", "cuda", "compile", "none"),
+                   help="how cached steps run: a CUDA graph, torch.compile, or eager (default: $DLLM_GRAPHS, else auto)")
+    p.add_argument("--pack", choices=("auto", "onednn", "none"),
+                   help="pack the linear weights for oneDNN, the fast CPU path (default: $DLLM_PACK, else auto: "
+                        "on a CPU unless --graphs compile)")
+
+
 def _token_ids(text: str) -> list[int]:
     try:
         return [int(t) for t in text.replace(" ", "").split(",") if t]
@@ -121,17 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt text; '-' reads it from stdin")
     gen.add_argument("--prompt-ids", action="append", type=_token_ids, default=[], metavar="1,2,3",
                      help="a prompt given as token ids (repeatable)")
-    gen.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA, Dream, Llama or Qwen2, Hugging Face "
-                                                    "layout), a .gguf file (Llama or Qwen2 architecture), or "
-                                                    "'default': the small model shipped in models/ (the default)")
-    gen.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    gen.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
-                     help="weights dtype (default: bfloat16 on GPU, float32 on CPU)")
-    gen.add_argument("--graphs", choices=("auto", "cuda", "compile", "none"),
-                     help="how cached steps run: a CUDA graph, torch.compile, or eager (default: $DLLM_GRAPHS, else auto)")
-    gen.add_argument("--pack", choices=("auto", "onednn", "none"),
-                     help="pack the linear weights for oneDNN, the fast CPU path (default: $DLLM_PACK, else auto: "
-                          "on a CPU unless --graphs compile)")
+    add_model_flags(gen)
     gen.add_argument("--no-chat-template", action="store_true",
                      help="encode text prompts as-is instead of through the tokenizer's chat template")
     gen.add_argument("--json", action="store_true", help="print each result as one JSON line")
@@ -161,8 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from dllm.evals.cli import add_parser as add_eval
     from dllm.evals.train_model import add_parser as add_train
+    from dllm.serve.cli import add_parser as add_serve
     add_eval(sub)
     add_train(sub)
+    add_serve(sub)
     return parser
 
 
@@ -181,7 +188,7 @@ def _sampling_params(args) -> SamplingParams:
             kw["grammar"] = Path(kw["grammar"]).read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise DllmError(f"cannot read the grammar {args.grammar!r}: {e}") from None
-    if args.show_steps:
+    if getattr(args, "show_steps", False):
         kw["trace"] = True
     return SamplingParams(**kw)
 

@@ -29,6 +29,9 @@ class RequestOutput:
     delta_text: str = ""         # text that became final since the request's previous output
     delta_token_ids: list = field(default_factory=list)   # tokens that became final since then
     error: str | None = None     # the one-sentence reason when finish_reason == "error"
+    # the answer slots after this step, a token id or None where still masked: reported for traced requests
+    # (SamplingParams(trace=True)) whenever a slot changed, e.g. for `dllm serve`'s "stream_mode": "canvas"
+    canvas: list | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

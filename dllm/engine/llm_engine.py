@@ -181,20 +181,30 @@ class LLMEngine:
 
     # ---- outputs --------------------------------------------------------------------------------------
     def _progress(self, req) -> RequestOutput | None:
-        """The output of a running request whose final text grew (streaming requests only)."""
+        """The output of a running request whose final text grew (streaming requests only); a traced
+        request (params.trace) also reports its canvas whenever a slot changed."""
         if not req.stream_deltas:
             return None
         dec = req.decoder
-        final, _ = upto_stop(dec.answer()[:dec.final_len()], dec.stop)
+        answer = dec.answer()
+        final, _ = upto_stop(answer[:dec.final_len()], dec.stop)
         delta_text, delta_ids = req.stream.update(final)
-        if not delta_ids:
+        canvas = None
+        if req.params.trace:
+            canvas = [None if t == dec.mask_id else t for t in answer] if hasattr(dec, "mask_id") else answer
+            if canvas == req.last_canvas:
+                canvas = None
+            else:
+                req.last_canvas = canvas
+        if not delta_ids and canvas is None:
             return None
-        if req.first_token_s is None:
+        if delta_ids and req.first_token_s is None:
             req.first_token_s = time.perf_counter() - req.arrival
-        return RequestOutput(text=req.stream.text if self.tokenizer is not None else None,
-                             token_ids=final[:req.stream.n_tokens], prompt_token_ids=req.prompt_ids,
-                             stats=self._stats(req, final[:req.stream.n_tokens]), finish_reason=None,
-                             request_id=req.id, finished=False, delta_text=delta_text, delta_token_ids=delta_ids)
+        ids = final[:req.stream.n_tokens]
+        return RequestOutput(text=req.stream.text if self.tokenizer is not None else None, token_ids=ids,
+                             prompt_token_ids=req.prompt_ids, stats=self._stats(req, ids), finish_reason=None,
+                             request_id=req.id, finished=False, delta_text=delta_text, delta_token_ids=delta_ids,
+                             canvas=canvas)
 
     def _finish(self, req) -> RequestOutput:
         """The finished output (answer cut at its end token / stop string); the request leaves."""
@@ -214,7 +224,8 @@ class LLMEngine:
         self.requests.pop(req.id, None)
         out = RequestOutput(text=text, token_ids=ids, prompt_token_ids=req.prompt_ids, stats=stats,
                             finish_reason=req.finish_reason, request_id=req.id, finished=True,
-                            delta_text=delta_text, delta_token_ids=delta_ids, error=req.error)
+                            delta_text=delta_text, delta_token_ids=delta_ids, error=req.error,
+                            canvas=dec.answer() if req.params.trace else None)
         out.exception = req.exc     # not a field: LLM re-raises it; servers answer with out.error
         return out
 

@@ -79,3 +79,4 @@ class Request:
     stream_deltas: bool = True           # compute deltas every step (False: only the finished output)
     pool_bytes: int = 0                  # KV pool bytes the request held (kept after it leaves)
     exc: Exception | None = None         # the DllmError that failed it
+    last_canvas: list | None = None      # the canvas last reported (traced requests)
