@@ -163,10 +163,14 @@ class LLM:
         """The constraint's token DFA, or None. Templates without a pattern get the any-text language,
         so that an end token can only close the last gap."""
         pattern = params.regex
-        if params.json_schema is not None:
-            from dllm.constraints.json_schema import schema_to_regex
+        if params.json_schema is not None:   # issue 25: ONE call, a TokenDFA or a GrammarConstraint
+            if self.tokenizer is None:
+                raise TokenizerError(f"{str(self.path)!r} has no tokenizer files; constraints and templates need them.")
+            from dllm.constraints.json_schema import compile_json_schema
 
-            pattern = schema_to_regex(params.json_schema)
+            return compile_json_schema(params.json_schema, self.tokenizer, self.args.vocab_size,
+                                       params.json_schema_strict,
+                                       grammar_ok=not self.args.causal and params.scheduler != "apd")
         cfg = params.grammar is not None and params.grammar_mode == "cfg" and not self.args.causal \
             and params.scheduler != "apd"
         if params.grammar is not None and not cfg:   # autoregressive models take the regex form
@@ -300,6 +304,10 @@ class LLM:
             nfe=row.nfe, steps=row.steps, elapsed_s=elapsed, prompt_tokens=len(prompt_ids),
             answer_tokens=len(answer), tokens_per_forward=len(answer) / row.nfe if row.nfe else 0.0,
             trace=row.trace, cache_bytes=row.cache_bytes)
+        if params.json_schema is not None:   # issue 25: the answer checked against the full schema
+            from dllm.constraints.json_schema import schema_violations
+
+            stats.schema_violations = schema_violations(params.json_schema, text)
         return RequestOutput(text=text, token_ids=answer, prompt_token_ids=list(prompt_ids), stats=stats,
                              finish_reason=reason)
 

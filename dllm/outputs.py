@@ -14,6 +14,9 @@ class GenerationStats:
     answer_tokens: int = 0
     cache_bytes: int = 0         # KV cache allocated for the batch that served the request
     trace: list = field(default_factory=list)  # per step, when SamplingParams(trace=True)
+    # json_schema requests: what the finished answer fails under the full schema (jsonschema), one
+    # sentence each; [] when valid (constraints/json_schema/validate.py)
+    schema_violations: list = field(default_factory=list)
 
 
 @dataclass

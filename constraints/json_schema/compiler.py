@@ -24,6 +24,8 @@ from dllm.constraints.json_schema.text import _CHAR, _INT, _KEYCHAR, _NUMBER, _S
 from dllm.errors import ConstraintError
 
 ANY_DEPTH = 1              # container nesting depth of an unconstrained ("any JSON") value
+ENUM_INLINE = 32           # enums with more values stay alternatives of the grammar, not one regex
+STRING_CAP = 256           # maxLength above this is cut to it (a subset: shorter strings are valid too)
 INLINE = 2000              # a $ref target whose regex is at most this long is inlined, else a rule
 _MAX_NESTING = 200         # compile recursion guard (self-referential allOf chains)
 _BUSY = object()
@@ -128,11 +130,7 @@ class Compiler(Containers):
         if not isinstance(s, dict):
             return s
         s = normalize(self, s, where)
-        for i, sub in enumerate(s.get("allOf", ()) if isinstance(s.get("allOf"), list) else ()):
-            s = merge(self, {k: v for k, v in s.items() if k != "allOf"}, sub, ptr(where, "allOf", i))
-            if not isinstance(s, dict):
-                return s
-        return s
+        return self.merge_all(s, where) if isinstance(s.get("allOf"), list) else s
 
     # -- dispatch
 
@@ -157,10 +155,7 @@ class Compiler(Containers):
             if "allOf" in s:
                 if not isinstance(s["allOf"], list):
                     raise ConstraintError(f"'allOf' at {where} must be a list of schemas.")
-                out = {k: v for k, v in s.items() if k != "allOf"}
-                for i, sub in enumerate(s["allOf"]):
-                    out = merge(self, out, sub, ptr(where, "allOf", i))
-                return self.compile(out, where)
+                return self.compile(self.merge_all(s, where), where)
             if "enum" in s or "const" in s:
                 return self.enum(s, where)
             self.check(s, where)
@@ -169,6 +164,26 @@ class Compiler(Containers):
             return self.typed(s, where)
         finally:
             self.depth -= 1
+
+    def merge_all(self, s: dict, where: str):
+        """s with its allOf merged in, and the allOfs those parts bring; a part met twice is merged once
+        (A and A = A), which also ends reference cycles such as {"$ref": "#", "allOf": [...]}."""
+        out = {k: v for k, v in s.items() if k != "allOf"}
+        pending, seen = list(s["allOf"]), set()
+        while pending:
+            sub = pending.pop(0)
+            key = json.dumps(sub, sort_keys=True, default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(seen) > 512:
+                raise ConstraintError(f"the allOf at {where} keeps growing as its parts are merged.")
+            out = merge(self, out, sub, ptr(where, "allOf"))
+            if not isinstance(out, dict):
+                return out
+            if isinstance(out.get("allOf"), list):
+                pending += out.pop("allOf")
+        return out
 
     def check(self, s: dict, where: str):
         if s.get("uniqueItems", False) is not False:
@@ -255,7 +270,9 @@ class Compiler(Containers):
         vals = [x for x in vals if not any(json_eq(x, y) for y in banned)]
         if rest and vals:
             vals = [x for x in vals if self.is_valid(x, rest, where)]
-        return _alt([self.literal(x, where) for x in vals])
+        lits = [self.literal(x, where) for x in vals]
+        # many values: one grammar alternative each (one literal terminal each on the grammar route)
+        return _alt(lits) if len(lits) <= ENUM_INLINE else ir.alt(lits)
 
     def literal(self, v, where: str) -> str:
         if v is None:
@@ -402,6 +419,8 @@ class Compiler(Containers):
         max_l = self.nonneg_int(s, "maxLength", where, None)
         if max_l is not None and min_l > max_l:
             return None
+        if max_l is not None and max_l > STRING_CAP:
+            max_l = max(STRING_CAP, min_l)
         fmt = s.get("format") if s.get("format") in FORMATS else None
         pats = ([s["pattern"]] if "pattern" in s else []) + list(s.get("x-dllm-pattern", []))
         if fmt and pats:

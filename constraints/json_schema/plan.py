@@ -25,6 +25,7 @@ class Plan:
     recursive: bool
     _regex: dict = field(default_factory=dict)
     _lark: list = field(default_factory=list)
+    _grammar: list = field(default_factory=list)
 
     def regex(self, budget: int = REGEX_BUDGET, unroll: int = MAX_REF_DEPTH) -> str:
         """One regex (recursion unrolled `unroll` levels); RegexTooLarge past `budget` characters."""
@@ -37,7 +38,15 @@ class Plan:
             self._regex[key] = rx
         return self._regex[key]
 
+    def grammar(self):
+        """constraints.cfg.Grammar of the schema (built once), for the grammar route."""
+        if not self._grammar:
+            from dllm.constraints.json_schema.grammar import build_grammar
+            self._grammar.append(build_grammar(self.node, self.rules))
+        return self._grammar[0]
+
     def lark(self) -> str:
+        """The same grammar as Lark text (for reading it; the route builds the Grammar directly)."""
         if not self._lark:
             self._lark.append(ir.to_lark(self.node, self.rules))
         return self._lark[0]

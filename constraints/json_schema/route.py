@@ -52,7 +52,6 @@ def compile_json_schema(schema, tokenizer, vocab_size: int, strict: bool = False
         except ConstraintBudgetError:
             if not grammar_ok:
                 raise
-    from dllm.constraints.cfg import compile_grammar
     from dllm.constraints.cfg_rows import GrammarConstraint
 
-    return GrammarConstraint(compile_grammar(plan.lark()), _vocab(tokenizer, vocab_size).tb)
+    return GrammarConstraint(plan.grammar(), _vocab(tokenizer, vocab_size).tb)
