@@ -25,7 +25,7 @@ from dllm.errors import ConstraintError
 
 ANY_DEPTH = 1              # container nesting depth of an unconstrained ("any JSON") value
 ENUM_INLINE = 32           # enums with more values stay alternatives of the grammar, not one regex
-STRING_CAP = 256           # maxLength above this is cut to it (a subset: shorter strings are valid too)
+STRING_CAP = 64            # maxLength above this is cut to it (a subset: shorter strings are valid too)
 INLINE = 2000              # a $ref target whose regex is at most this long is inlined, else a rule
 _MAX_NESTING = 200         # compile recursion guard (self-referential allOf chains)
 _BUSY = object()
