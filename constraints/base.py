@@ -64,23 +64,29 @@ def compile_constraint(params, tokenizer, vocab_size: int, stop_ids, *, causal: 
                        name: str = "the model"):
     """A request's constraint, or None. Templates without a pattern get the any-text language, so that
     an end token can only close the last gap. Grammars take the CFG check on diffusion models
-    (grammar_mode="cfg") and their depth-bounded regex elsewhere."""
+    (grammar_mode="cfg") and their depth-bounded regex elsewhere; a JSON Schema takes whichever route
+    constraints/json_schema/route.py measures cheaper."""
+    stops = frozenset(int(s) for s in stop_ids)
+    what = " with the template's fixed text" if templated else ""
+    grammar_ok = not causal and not params.draft_model      # the CFG check runs on diffusion decoding only
+    if (params.json_schema is not None or params.regex is not None or params.grammar is not None or templated) \
+            and tokenizer is None:
+        raise TokenizerError(f"{name!r} has no tokenizer files; constraints and templates need them.")
+    if params.json_schema is not None:   # a token DFA or a grammar, by the schema's measured cost
+        from dllm.constraints.cfg_rows import GrammarConstraint
+        from dllm.constraints.json_schema import compile_json_schema
+        obj = compile_json_schema(params.json_schema, tokenizer, vocab_size, params.json_schema_strict,
+                                  grammar_ok=grammar_ok)
+        return Compiled("cfg" if isinstance(obj, GrammarConstraint) else "dfa", obj, stops, what)
     pattern = params.regex
-    if params.json_schema is not None:
-        from dllm.constraints.json_schema import schema_to_regex
-        pattern = schema_to_regex(params.json_schema)
-    cfg = params.grammar is not None and params.grammar_mode == "cfg" and not causal and not params.draft_model
+    cfg = params.grammar is not None and params.grammar_mode == "cfg" and grammar_ok
     if params.grammar is not None and not cfg:   # autoregressive models take the regex form
         from dllm.constraints.grammar import grammar_to_regex
         pattern = grammar_to_regex(params.grammar)
     if pattern is None and not templated and not cfg:
         return None
-    if tokenizer is None:
-        raise TokenizerError(f"{name!r} has no tokenizer files; constraints and templates need them.")
     from dllm.constraints.regex import _vocab, compile_regex
 
-    stops = frozenset(int(s) for s in stop_ids)
-    what = " with the template's fixed text" if templated else ""
     if cfg:
         from dllm.constraints.cfg import compile_grammar
         from dllm.constraints.cfg_rows import GrammarConstraint

@@ -135,13 +135,28 @@ class Grammar:
         if ignore:
             self.terms.append(term("%ignore", f"(?:{ignore})+"))
             self.rules.append((self.root, (nid[start], ~(len(self.terms) - 1))))
-        self.by_lhs = [[] for _ in range(len(nts) + 1)]
+        self._index(len(nts))
+
+    @classmethod
+    def from_parts(cls, terms: list, rules: list, n_nonterminals: int, start: int) -> "Grammar":
+        """A grammar built without lark (constraints/json_schema/grammar.py): terms (_Term), rules
+        [(lhs, rhs tuple)] over nonterminals 0..n-1 with terminal t written ~t, and the start symbol."""
+        self = cls.__new__(cls)
+        self.terms = list(terms)
+        self.root = n_nonterminals
+        self.rules = list(rules) + [(self.root, (start,))]
+        self._index(n_nonterminals)
+        return self
+
+    def _index(self, n_nts: int):
+        """Rules by left-hand side, fewest bytes per symbol and per rule suffix (shared by both builders)."""
+        self.by_lhs = [[] for _ in range(n_nts + 1)]
         for i, (lhs, _) in enumerate(self.rules):
             self.by_lhs[lhs].append(i)
         self.root_rules = frozenset(self.by_lhs[self.root])
         # minlen: fewest bytes a symbol derives (fixed point); INF for unproductive nonterminals
         self.tmin = [t.remaining(t.start) for t in self.terms]
-        minlen = [INF] * (len(nts) + 1)
+        minlen = [INF] * (n_nts + 1)
         changed = True
         while changed:
             changed = False

@@ -45,6 +45,8 @@ _HELP = {
     "grammar_mode": "cfg: check the grammar itself per commit (unbounded nesting); regex: a depth-bounded "
                      "regex of it through the DINGO program (also what autoregressive models use)",
     "stop": "cut the answer before this string (repeatable)",
+    "json_schema_strict": "refuse a JSON schema with keywords decoding cannot enforce (default: decode without them "
+                          "and report what the answer fails in stats.schema_violations)",
     "trace": "record what each step commits (included in --json output)",
     "factor": "factor scheduler: commit the top n with c(j) >= 1 - factor/(j+1)",
     "credit_alpha": "credit scheduler: weight of log(1 + credit) added to the logits",

@@ -76,6 +76,10 @@ class SamplingParams:
     cache_prompt: bool = False
     regex: Optional[str] = None
     json_schema: Optional[dict] = None
+    # False: keywords no grammar expresses (uniqueItems, overlapping oneOf, not of a pattern, ...) are
+    # left out during decoding and the answer is checked afterwards (RequestOutput.stats.schema_violations);
+    # True: such a schema is refused (constraints/json_schema, issue 25)
+    json_schema_strict: bool = False
     grammar: Optional[str] = None
     # "cfg": the grammar itself, checked per commit (unbounded nesting; constraints/cfg.py);
     # "regex": a depth-bounded regex of it through the DINGO program (constraints/grammar.py)
@@ -187,9 +191,12 @@ class SamplingParams:
         if self.json_schema is not None:
             if not isinstance(self.json_schema, dict):
                 bad(f"json_schema must be a dict (a JSON Schema object), got {type(self.json_schema).__name__}.")
-            from dllm.constraints.json_schema import schema_to_regex
+            if not isinstance(self.json_schema_strict, bool):
+                bad(f"json_schema_strict must be True or False, got {self.json_schema_strict!r}.")
+            from dllm.constraints.json_schema import plan_schema
 
-            schema_to_regex(self.json_schema)   # raises ConstraintError for what it cannot express
+            # compiles the schema's grammar once (cached): ConstraintError for what it cannot express
+            plan_schema(self.json_schema, strict=self.json_schema_strict)
         if self.grammar is not None:
             if not isinstance(self.grammar, str):
                 bad(f"grammar must be Lark grammar text, got {type(self.grammar).__name__}.")

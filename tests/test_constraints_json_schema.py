@@ -441,30 +441,22 @@ def test_number_bounds_close_to_float_precision():
 
 # ---------------------------------------------------------------- (5) refusals
 
-REFUSED = [
-    ({"type": "object", "patternProperties": {"^a": {}}}, "'patternProperties' at #"),
-    ({"type": "object", "properties": {"a": {"if": {"type": "string"}, "then": {"minLength": 1}}}},
-     "'if' at #/properties/a"),
-    ({"not": {"type": "null"}}, "'not' at #"),
-    ({"type": "object", "dependentRequired": {"a": ["b"]}}, "'dependentRequired' at #"),
+REFUSED = [   # strict: what decoding cannot enforce, and what is invalid or empty in any mode
     ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "'uniqueItems' at #"),
-    ({"type": "array", "contains": {"type": "integer"}}, "'contains' at #"),
-    ({"type": "object", "propertyNames": {"maxLength": 3}}, "'propertyNames' at #"),
     ({"type": "integer", "multipleOf": 5}, "'multipleOf' at #"),
     ({"$defs": {"a": {"type": "array", "items": {"type": "number", "multipleOf": 0.5}}}, "$ref": "#/$defs/a"},
      "'multipleOf' at #/$defs/a/items"),
-    ({"type": "string", "format": "uri"}, "format 'uri' at #"),
     ({"type": "string", "pattern": "(?=a)b"}, "lookaround"),
     ({"type": "string", "pattern": "(a)\\1"}, "backreference"),
     ({"type": "string", "pattern": "\\bword"}, "word boundary"),
     ({"type": "string", "pattern": "\\p{L}+"}, "Unicode property"),
     ({"type": "string", "pattern": "a^b"}, "anchor"),
-    ({"type": "string", "pattern": "[a-z]+[0-9]", "maxLength": 5}, "'minLength'/'maxLength'"),
-    ({"$ref": "https://example.com/s.json"}, "only local references"),
+    ({"type": "string", "pattern": "[a-z]+[0-9]", "maxLength": 5}, "'maxLength'"),
+    ({"$ref": "https://example.com/s.json"}, "outside the schema"),
     ({"$ref": "#/$defs/missing"}, "points at nothing"),
-    ({"type": "object", "properties": {"a": {"type": "integer"}}, "minProperties": 1}, "'minProperties'"),
     ({"allOf": [{"type": "string", "pattern": "a"}, {"pattern": "b"}]}, "'pattern'"),
     ({"type": "string", "unevaluatedItems": {"type": "integer"}}, "'unevaluatedItems'"),
+    ({"type": "string", "not": {"pattern": "ab"}}, "'not' at #"),
     ({"enum": []}, "admits no value"),
     ({"type": "integer", "minimum": 5, "maximum": 4}, "admits no value"),
     ({"type": "object", "properties": {"a": {"$ref": "#/properties/a"}}, "required": ["a"]}, "admits no value"),
@@ -478,7 +470,7 @@ REFUSED = [
 @pytest.mark.parametrize("schema,needle", REFUSED)
 def test_unsupported_keywords_raise(schema, needle):
     with pytest.raises(ConstraintError) as info:
-        schema_to_regex(schema)
+        schema_to_regex(schema, strict=True)
     assert needle in str(info.value), str(info.value)
     assert str(info.value).count(". ") == 0          # one sentence
 

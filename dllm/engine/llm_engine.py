@@ -220,6 +220,9 @@ class LLMEngine:
         if req.first_token_s is None and ids:
             req.first_token_s = req.finished_at - req.arrival
         stats = self._stats(req, ids)
+        if req.params.json_schema is not None and req.finish_reason not in ("abort", "error") and text is not None:
+            from dllm.constraints.json_schema import schema_violations   # keywords relaxed while decoding
+            stats.schema_violations = schema_violations(req.params.json_schema, text)
         self.scheduler.retire(req)
         self.requests.pop(req.id, None)
         out = RequestOutput(text=text, token_ids=ids, prompt_token_ids=req.prompt_ids, stats=stats,

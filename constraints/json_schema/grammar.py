@@ -1,0 +1,173 @@
+"""The grammar route: a schema's grammar (ir.py) built straight into constraints/cfg.py's Grammar, the
+CFG that the Earley check of grammar_mode="cfg" runs (no Lark text in between: a schema's grammar has
+thousands of rules and terminals, and Lark's loader and interegular would take seconds on them).
+
+Terminals: literal fragments (keys with their ": ", punctuation, enum values; adjacent ones joined into
+one) get a byte chain directly; the other fragments (strings, numbers, patterns) go through the same
+regex -> byte DFA path as any cfg terminal. Shared or recursive parts, alternations and repetitions
+become nonterminals; an unbounded repetition is left-recursive (R -> | R x).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dllm.constraints.json_schema.ir import _shared, productive
+from dllm.constraints.json_schema.text import _SPECIAL
+from dllm.errors import ConstraintError
+
+
+def _unlit(rx: str) -> str | None:
+    """The text a regex fragment matches when it is a plain literal (as text.py's _lit writes them)."""
+    out, i = [], 0
+    while i < len(rx):
+        c = rx[i]
+        if c == "\\":
+            nxt = rx[i + 1:i + 2]
+            if nxt == "x" and len(rx) >= i + 4:
+                out.append(chr(int(rx[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            if nxt and nxt in _SPECIAL:
+                out.append(nxt)
+                i += 2
+                continue
+            return None
+        if c in _SPECIAL:
+            return None
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _literal_term(name: str, text: str):
+    from dllm.constraints.cfg import _Term
+    from dllm.constraints.regex import _ByteDFA
+
+    b = text.encode("utf-8")
+    n = len(b) + 1                                    # states 0..len(b); row n is the dead sink
+    table = np.full((n + 1, 256), n, np.int32)
+    table[np.arange(len(b)), np.frombuffer(b, np.uint8)] = np.arange(1, n)
+    accept = np.zeros(n + 1, bool)
+    accept[len(b)] = True
+    return _Term(name, _ByteDFA(table=table, accept=accept, start=0, n=n))
+
+
+def _regex_term(name: str, rx: str):
+    from dllm.constraints.cfg import _Term
+    from dllm.constraints.regex import _byte_dfa, _char_fsm
+
+    return _Term(name, _byte_dfa(*_char_fsm(rx), rx))
+
+
+class _Builder:
+    def __init__(self, rules: dict):
+        self.src = rules
+        self.live = productive(rules)
+        self.terms: list = []
+        self.term_of: dict = {}                       # ("lit", text) / ("rx", regex) -> terminal index
+        self.lit_text: dict = {}                      # terminal index -> its text, for literals
+        self.rules: list = []                         # (lhs, rhs tuple)
+        self.n = 0                                    # nonterminals so far
+        self.nt_of: dict = {}                         # rule key / id of a shared tuple -> nonterminal
+
+    def new_nt(self) -> int:
+        self.n += 1
+        return self.n - 1
+
+    def term(self, rx: str) -> int:
+        text = _unlit(rx)
+        key = ("lit", text) if text is not None else ("rx", rx)
+        if key not in self.term_of:
+            name = f"T{len(self.terms)}"
+            self.term_of[key] = len(self.terms)
+            self.terms.append(_literal_term(name, text) if text is not None else _regex_term(name, rx))
+            if text is not None:
+                self.lit_text[len(self.terms) - 1] = text
+        return self.term_of[key]
+
+    def define(self, nt: int, alts):
+        for a in alts:
+            self.rules.append((nt, tuple(a)))
+
+    def nonterminal(self, n) -> int | None:
+        """A nonterminal deriving n (None: empty language)."""
+        alts = self.alternatives(n)
+        if not alts:
+            return None
+        nt = self.new_nt()
+        self.define(nt, alts)
+        return nt
+
+    def alternatives(self, n) -> list:
+        if isinstance(n, tuple) and n[0] == "alt":
+            out = []
+            for p in n[1]:
+                s = self.symbols(p)
+                if s is not None and s not in out:
+                    out.append(s)
+            return out
+        s = self.symbols(n, top=True)
+        return [] if s is None else [s]
+
+    def symbols(self, n, top: bool = False) -> list | None:
+        """A sequence of symbols deriving n, or None for the empty language."""
+        if n is None:
+            return None
+        if isinstance(n, str):
+            return [~self.term(n)]
+        kind = n[0]
+        if kind == "ref":
+            key = n[1]
+            if key not in self.live:
+                return None
+            if key not in self.nt_of:
+                self.nt_of[key] = nt = self.new_nt()
+                self.define(nt, self.alternatives(self.src[key]))
+            return [self.nt_of[key]]
+        if not top and id(n) in self.shared:
+            if id(n) not in self.nt_of:
+                self.nt_of[id(n)] = self.nonterminal(n)
+            nt = self.nt_of[id(n)]
+            return None if nt is None else [nt]
+        if kind == "seq":
+            out: list = []
+            for p in n[1]:
+                s = self.symbols(p)
+                if s is None:
+                    return None
+                for x in s:                             # adjacent literals become one terminal
+                    if out and x < 0 and out[-1] < 0 and ~x in self.lit_text and ~out[-1] in self.lit_text:
+                        from dllm.constraints.json_schema.text import _lit
+                        out[-1] = ~self.term(_lit(self.lit_text[~out[-1]] + self.lit_text[~x]))
+                    else:
+                        out.append(x)
+            return out
+        if kind == "alt":
+            nt = self.nonterminal(n)
+            return None if nt is None else [nt]
+        x, lo, hi = self.symbols(n[1]), n[2], n[3]
+        if x is None:
+            return [] if lo == 0 else None
+        out = x * lo
+        if hi is None:                                  # R -> | R x
+            r = self.new_nt()
+            self.define(r, [[], [r] + x])
+            return out + [r]
+        tail: list = []
+        for _ in range(hi - lo):                        # O -> | x O
+            o = self.new_nt()
+            self.define(o, [[], x + tail])
+            tail = [o]
+        return out + tail
+
+
+def build_grammar(node, rules: dict):
+    """cfg.Grammar of the language of node (a plan's grammar)."""
+    from dllm.constraints.cfg import Grammar
+
+    b = _Builder(rules)
+    b.shared = _shared([node] + list(rules.values()))
+    start = b.nonterminal(node)
+    if start is None:
+        raise ConstraintError("the JSON schema admits no value that can be written in the supported subset.")
+    return Grammar.from_parts(b.terms, b.rules, b.n, start)
