@@ -150,27 +150,10 @@ def vocab_reduce(logits, *, score: str = "low_confidence", banned: int | None = 
 
 def vocab_reduce_torch(logits, *, score: str = "low_confidence", banned: int | None = None,
                        temperature: float = 0.0, generator=None, splits=None):
-    """The PyTorch reference of vocab_reduce: the same outputs with materialised float32 rows."""
-    x = logits.float()
-    lse = torch.logsumexp(x, -1)
-    if temperature > 0:
-        u = torch.rand(x.shape, generator=generator, device=x.device).clamp_(min=1e-20)
-        key = x / temperature - torch.log(-torch.log(u))
-    else:
-        key = x.clone()
-    if banned is not None:
-        key[..., banned] = NEG
-    tokens = key.argmax(-1)
-    if score == "low_confidence":
-        out = (x.gather(-1, tokens[..., None]).squeeze(-1) - lse).exp()
-    elif score == "margin":
-        top = x.topk(2, dim=-1).values
-        out = (top[..., 0] - lse).exp() - (top[..., 1] - lse).exp()
-    elif score == "entropy":
-        p = (x - lse[..., None]).exp()
-        out = (p * torch.log(p + 1e-10)).sum(-1)
-    elif score == "random":
-        out = torch.rand(tokens.shape, generator=generator, device=x.device)
-    else:
-        raise AssertionError(score)
-    return tokens, out
+    """The PyTorch reference of vocab_reduce: the engine's own proposal (dllm/engine/sampling.py
+    propose, LLaDA's Gumbel-max at T > 0, no top-k / top-p), so that kernel and engine agree by one
+    tested definition."""
+    from dllm.engine.sampling import propose
+
+    return propose(logits, remasking=score, temperature=temperature, top_p=None, top_k=None, style="llada",
+                   generator=generator, banned=banned)
