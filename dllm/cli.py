@@ -29,7 +29,7 @@ _HELP = {
     "top_p": "nucleus sampling mass in (0, 1]",
     "top_k": "sample among the k most likely tokens",
     "seed": "random seed, for reproducible sampling",
-    "scheduler": f"unmasking policy: {', '.join(sorted(SCHEDULERS))}",
+    "scheduler": f"unmasking policy: auto (the model family's own) or {', '.join(sorted(SCHEDULERS))}",
     "remasking": f"which score ranks masked slots: {', '.join(REMASKING)}",
     "schedule": f"tokens committed per step: {', '.join(SCHEDULES)}",
     "eps": "final timestep of the Dream schedule, in (0, 1)",
@@ -61,6 +61,12 @@ _HELP = {
     "apd_window": "apd scheduler: masked slots the diffusion model sees after the committed answer",
     "apd_max_draft": "apd scheduler: most tokens drafted (and accepted) per step",
     "eot_prediction": "end-of-text prediction: once an end token is committed, the rest of the answer is end tokens",
+    "denoising_steps": "block-diffusion models (SDAR, LLaDA2, Fast-dLLM v2): denoising steps per block "
+                       "(default: the block length)",
+    "sdar_remasking": "sdar scheduler: low_confidence_dynamic, low_confidence_static, sequential or entropy_bounded",
+    "sdar_threshold": "sdar scheduler: confidence threshold of low_confidence_dynamic",
+    "eb_threshold": "sdar scheduler: entropy bound of entropy_bounded",
+    "sub_block_length": "fast_dllm_v2 scheduler: slots per sub-block, decoded left to right",
 }
 _SCALARS = {"int": int, "float": float, "str": str}
 _LISTS = {"early_commit_positions": int, "early_commit_thresholds": float}

@@ -1,6 +1,7 @@
 """LLM: load a checkpoint once, generate many times (the public API)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -74,6 +75,9 @@ class LLM:
             pack_linears(self.model)
         self.tokenizer = Tokenizer.from_gguf(self.path) if self.path.suffix == ".gguf" and self.path.is_file() \
             else Tokenizer.from_pretrained(self.path)
+        if ours:   # block-diffusion families: mask/EOS ids from generation_config, tokenizer or constants
+            from dllm.models.special_ids import resolve_special_ids
+            self.args = resolve_special_ids(self.args, self.path, self.tokenizer)
         self._set_stop_ids()
 
     @classmethod
@@ -217,9 +221,19 @@ class LLM:
             return outs
         if not isinstance(params, SamplingParams):
             raise DllmError("params must be a SamplingParams.")
+        block_causal = getattr(self.args, "block_causal", False)
+        if params.scheduler == "auto" and block_causal:   # the family's own strategy (ModelArgs.scheduler)
+            params = dataclasses.replace(params, scheduler=self.args.scheduler)
         ids = [self._encode(p, apply_chat_template) for p in prompts]
         answers = [self._template(p, params.max_new_tokens) for p in prompts]
         templated = any(a is not None for a in answers)
+        if block_causal:   # SDAR, LLaDA2.x, Fast-dLLM v2: engine/block_diffusion.py (interim, issue 23)
+            from dllm.engine.block_diffusion import check_supported
+            from dllm.errors import UnsupportedError
+
+            check_supported(params, self.args)
+            if templated:
+                raise UnsupportedError("templates (infilling) are not supported for block-diffusion models yet.")
         draft = self._apd_draft(params, templated) if params.scheduler == "apd" else None
         dfa = self._compile(params, templated)
         longest = max(len(i) for i in ids)
@@ -246,6 +260,11 @@ class LLM:
                                           "constraint; allow more tokens or relax the constraint.")
             rows = ar_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id, token_mask_fn=mask_fn,
                                on_token=on_step)
+        elif block_causal:   # exact block KV cache, blocks aligned to position 0
+            from dllm.engine.block_diffusion import block_diffusion_generate
+
+            rows = block_diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
+                                            model_path=str(self.path), on_step=on_step, kernels=self.kernels)
         elif draft is not None:   # APD: a second, autoregressive model checks the drafts (engine/apd.py)
             from dllm.engine.apd import apd_generate
 

@@ -27,6 +27,7 @@ class KVCache:
         self.length = length
         self.start = 0          # canvas column of the first row of the window being run
         self.cols = None        # or the window's columns as a [T] device tensor (a replayable step)
+        self.end = None         # block-causal decoding (engine/block_diffusion.py): attend to columns [0, end) only
 
     def update(self, layer: int, k, v, k_writer=None):
         """Write the window's k, v [B, Hkv, T, hd] at columns [start, start + T); return all L columns.
@@ -43,6 +44,8 @@ class KVCache:
         else:
             self.k[layer][:, :, self.start:end] = k
         self.v[layer][:, :, self.start:end] = v
+        if self.end is not None:   # a view of the written prefix: no copy, no key mask over unwritten columns
+            return self.k[layer][:, :, :self.end], self.v[layer][:, :, :self.end]
         return self.k[layer], self.v[layer]
 
     def keep_rows(self, idx: torch.Tensor):
