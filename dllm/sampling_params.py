@@ -17,9 +17,11 @@ class SamplingParams:
     """How one request is decoded.
 
     The answer has `max_new_tokens` slots, decoded in blocks of `block_length` (None: one
-    block) with `steps` forwards in all (None: one per slot). `block_length` must divide
-    `max_new_tokens` (refused otherwise, as LLaDA does); steps are spread evenly over the
-    blocks, the remainder going to the earliest blocks.
+    block) with `steps` forwards in all (None: one per slot). For LLaDA and Dream
+    `block_length` must divide `max_new_tokens` (refused by the diffusion loop, as LLaDA does);
+    steps are spread evenly over the blocks, the remainder going to the earliest blocks.
+    Block-diffusion models (SDAR, LLaDA2.x, Fast-dLLM v2) align blocks to position 0 instead,
+    so there any block length goes with any answer length.
     """
 
     max_new_tokens: int = 128
@@ -112,13 +114,10 @@ class SamplingParams:
         block = self.block_length if self.block_length is not None else self.max_new_tokens
         if not _is_int(block) or block <= 0:
             bad(f"block_length must be a positive integer, got {self.block_length!r}.")
-        if self.max_new_tokens % block:
-            bad(f"block_length {block} does not divide max_new_tokens {self.max_new_tokens}; "
-                "choose a block length that divides the answer length.")
         if self.steps is not None:
             if not _is_int(self.steps) or self.steps <= 0:
                 bad(f"steps must be a positive integer, got {self.steps!r}.")
-            if self.steps < self.max_new_tokens // block:
+            if self.steps < -(-self.max_new_tokens // block):
                 bad(f"steps ({self.steps}) is smaller than the number of blocks "
                     f"({self.max_new_tokens // block}); every block needs at least one step.")
         if not isinstance(self.temperature, (int, float)) or self.temperature < 0:

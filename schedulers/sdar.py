@@ -63,7 +63,7 @@ class SDAR(Scheduler):
         if p.top_p is not None and p.top_p < 1:
             l32 = top_p_filter(l32, p.top_p)
         prob = l32.softmax(-1).clamp_min(1e-12)
-        ent = -(prob * prob.log()).sum(-1).masked_fill(~st.masked, float("inf"))  # [B, L]
+        ent = (-(prob * prob.log()).sum(-1)).masked_fill(~st.masked, float("inf"))  # [B, L] entropy per slot
         ent_sorted, order = ent.sort(-1)
         below = (ent_sorted.cumsum(-1) < p.eb_threshold).sum(-1)              # searchsorted(right=False)
         k = torch.minimum(below.clamp(min=1), left)

@@ -14,7 +14,7 @@ import torch
 from dllm.engine.canvas import Canvas
 from dllm.engine.kv_cache import BlockRunner
 from dllm.engine.scoring import propose
-from dllm.errors import ConstraintError
+from dllm.errors import ConstraintError, InvalidParamsError
 from dllm.models.config import ModelArgs
 from dllm.schedulers import get_scheduler
 from dllm.schedulers.base import Step
@@ -57,6 +57,10 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     run (engine/graphs.py)."""
     device = next(model.parameters()).device
     mask_id = args.mask_token_id
+    if params.max_new_tokens % params.block:   # LLaDA's semi-AR blocks tile the answer (moved from SamplingParams,
+        # issue 23: block-diffusion models align blocks to position 0 and take any block length)
+        raise InvalidParamsError(f"block_length {params.block} does not divide max_new_tokens {params.max_new_tokens}; "
+                                 "choose a block length that divides the answer length.")
     canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device, answers)
     P, bl = canvas.prompt_len, params.block
     style = schedule_style(params, args)
