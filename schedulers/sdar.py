@@ -21,9 +21,11 @@ from dllm.engine.scoring import top_k_filter, top_p_filter
 from dllm.schedulers.base import Scheduler, commit_top
 
 
-def quotas(block: int, steps: int) -> list[int]:
-    """SDAR's get_num_transfer_tokens(block, steps): block // steps, +1 for the first block % steps."""
-    return [block // steps + (1 if s < block % steps else 0) for s in range(steps)]
+def quota(block: int, steps: int, step: int) -> int:
+    """Step `step`'s entry of SDAR's get_num_transfer_tokens(block, steps): block // steps, +1 for the
+    first block % steps steps (steps past the last count as the last)."""
+    step = min(step, steps - 1)
+    return block // steps + (1 if step < block % steps else 0)
 
 
 class SDAR(Scheduler):
@@ -35,7 +37,7 @@ class SDAR(Scheduler):
     def select(self, st):
         p, masked = self.params, st.masked                                     # masked [B, block]
         left = masked.sum(-1)                                                  # [B]
-        q = quotas(masked.shape[1], self.steps)[min(self.step, self.steps - 1)]
+        q = quota(masked.shape[1], self.steps, self.step)
         self.step += 1
         counts = [max(1, min(q, n)) if n else 0 for n in left.tolist()]      # clamp: never a committed slot
         rule = p.sdar_remasking

@@ -88,8 +88,9 @@ def _save_with(hf_cls, hf_cfg, tensors: dict, path: Path, dtype):
 
 def write_sdar(path, *, tokenizer=True, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=24, hidden=96,
                vocab_size=320, block_size=4, seed=0, scale=0.35, head_scale=0.6, attention_bias=False,
-               rope_theta=1000000.0, max_len=4096, dtype=torch.float32):
-    """An SDAR-4B-Chat-shaped checkpoint in miniature (head_dim * heads != hidden_size, as published)."""
+               rope_theta=1000000.0, max_len=4096, dtype=torch.float32, quiet=()):
+    """An SDAR-4B-Chat-shaped checkpoint in miniature (head_dim * heads != hidden_size, as published).
+    quiet: more token ids whose LM-head row is zero (never proposed, e.g. EOS in a benchmark)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     path = Path(path)
@@ -100,7 +101,7 @@ def write_sdar(path, *, tokenizer=True, dim=64, n_layers=2, n_heads=4, n_kv_head
     g = torch.Generator().manual_seed(seed)
     t = _qwen_tensors(V, dim, n_layers, n_heads, n_kv_heads, head_dim, hidden, g, scale, True, attention_bias,
                       attention_bias, head_scale)
-    t["lm_head.weight"][mask] = 0
+    t["lm_head.weight"][[mask, *quiet]] = 0
     hf = Qwen3Config(vocab_size=V, hidden_size=dim, intermediate_size=hidden, num_hidden_layers=n_layers,
                      num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, head_dim=head_dim,
                      rms_norm_eps=1e-6, rope_theta=rope_theta, attention_bias=attention_bias,
@@ -157,7 +158,7 @@ def write_fast_dllm(path, *, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden
 def write_llada2(path, *, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=16, hidden=96, moe_hidden=32,
                  n_experts=8, top_k=2, n_group=4, topk_group=2, n_shared=1, first_dense=1, vocab_size=320,
                  seed=0, scale=0.35, head_scale=0.6, rope_theta=600000.0, partial_rotary=0.5, use_bias=False,
-                 qkv_bias=False, shards=3, max_len=4096, dtype=torch.float32, with_ids=False):
+                 qkv_bias=False, shards=3, max_len=4096, dtype=torch.float32, with_ids=False, quiet=()):
     """An inclusionAI/LLaDA2.0-mini-shaped checkpoint in miniature (layer 0 dense, then MoE). Like the
     published config there is no mask/eos/block field unless with_ids (then mask = V - 1, eos = V - 2)."""
     path = Path(path)
@@ -170,6 +171,7 @@ def write_llada2(path, *, dim=64, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=
          "lm_head.weight": _random((V, dim), g, head_scale)}
     if with_ids or V > 156895:   # the mask token's row (V - 1, or LLaDA2's constant 156895)
         t["lm_head.weight"][V - 1 if with_ids else 156895] = 0
+    t["lm_head.weight"][list(quiet)] = 0
     mlp = lambda pre, n: {f"{pre}gate_proj.weight": _random((n, dim), g, s),   # noqa: E731
                           f"{pre}up_proj.weight": _random((n, dim), g, s),
                           f"{pre}down_proj.weight": _random((dim, n), g, s)}

@@ -30,7 +30,7 @@ import torch
 from dllm.engine.diffusion import RowResult
 from dllm.engine.kv_cache import KVCache
 from dllm.engine.scoring import propose
-from dllm.errors import UnsupportedError
+from dllm.errors import PromptError, UnsupportedError
 from dllm.models.config import ModelArgs
 from dllm.models.masks import block_causal_mask
 from dllm.schedulers import get_scheduler
@@ -88,6 +88,9 @@ def block_diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], p
     device = next(model.parameters()).device
     B, N, mask_id = params.block_length or args.block_size, params.max_new_tokens, args.mask_token_id
     x, pos, first, end = _canvas(prompts, N, B, mask_id, pad_id, device)
+    if x.shape[1] > args.max_seq_len:
+        raise PromptError(f"prompt + answer, rounded up to whole blocks of {B}, is {x.shape[1]} positions; the model's "
+                          f"context is {args.max_seq_len}.")
     plen = [len(p) for p in prompts]
     results = [RowResult(answer=[]) for _ in prompts]
     cache = KVCache(args, len(prompts), x.shape[1], next(model.parameters()).dtype, device)
@@ -107,7 +110,7 @@ def block_diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], p
         _shift_token(args, rows.x, T, logits)
         for r in rows.ids:
             results[r].nfe += 1
-    steps = params.denoising_steps or B
+    steps = min(params.denoising_steps or B, B)   # more steps than slots only adds empty ones (SDAR, topk)
     for k in range(k0, max(end)):
         blk = slice(k * B, (k + 1) * B)
         cache.start, cache.end = blk.start, blk.stop
@@ -159,7 +162,7 @@ def _denoise_block(model, args, sched, rows: _Rows, cache, blk: slice, steps: in
             logits = torch.cat((logits[:, :1], logits[:, :-1]), 1)
         fused = sched.transform(logits, masked)
         tokens, scores = propose(fused, **kw)
-        st = Step(index=step - 1, forwards=step, logits=logits, tokens=tokens, scores=scores, masked=masked,
+        st = Step(index=step - 1, forwards=step, logits=logits,   # forwards: of this block (no schedule spans blocks here) tokens=tokens, scores=scores, masked=masked,
                   plan=plan, rows=rows.ids, block_start=blk.start, answer_start=0)
         commit = sched.select(st) & masked
         rows.x[:, blk] = torch.where(commit, tokens, rows.x[:, blk])
