@@ -50,7 +50,8 @@ def checkpoint(family: str, root: Path) -> Path:
 
 
 def reference(family: str, path: Path, llm: LLM, prompts, N: int, threshold: float):
-    from tests.reference_block import HFBlockModel, LLaDA2Model, dinfer_generate, first_stop, sdar_generate
+    from tests.helpers import upto_stop
+    from tests.reference_block import HFBlockModel, LLaDA2Model, dinfer_generate, sdar_generate
 
     a = llm.args
     if family == "sdar":
@@ -61,7 +62,7 @@ def reference(family: str, path: Path, llm: LLM, prompts, N: int, threshold: flo
         model = LLaDA2Model(path, a.block_size)
         run = lambda p: dinfer_generate(model, p, a.mask_token_id, a.eos_token_ids[0], N, a.block_size,  # noqa: E731
                                         threshold)
-    return lambda: [first_stop(run(p)[len(p):len(p) + N], llm.stop_ids) for p in prompts]
+    return lambda: [upto_stop(run(p)[len(p):len(p) + N], llm.stop_ids) for p in prompts]
 
 
 def main(argv=None):

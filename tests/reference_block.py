@@ -19,19 +19,14 @@ forwards are skipped.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-
-def load_tensors(path) -> dict:
-    out = {}
-    for f in sorted(Path(path).glob("*.safetensors")):
-        out.update(load_file(str(f)))
-    return out
+from tests.helpers import load_state
+from tests.reference import _rms
+from tests.reference import _rot as _rotate_half
 
 
 def block_mask(T: int, B: int, offset: int = 0):
@@ -57,7 +52,7 @@ class HFBlockModel:
             hf_cfg, cls = Qwen2Config(**kw), Qwen2ForCausalLM
         hf_cfg._attn_implementation = "sdpa"
         self.model = cls(hf_cfg).eval()
-        self.model.load_state_dict(load_tensors(path), strict=False)
+        self.model.load_state_dict(load_state(Path(path))[0], strict=False)
         self.cfg, self.block, self._cache_cls = hf_cfg, block, DynamicCache
         self.reset()
 
@@ -95,19 +90,12 @@ class HFBlockModel:
 
 # ---- LLaDA2-MoE (dInfer modeling_llada2_moe.py) ------------------------------------------------------
 
-def _rms(x, w, eps):   # LLaDA2MoeRMSNorm, :381-386
-    x32 = x.float()
-    return w * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def _rotate_half(x):   # :427-431
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), -1)
-
-
 def _mlp(x, sd, p):    # LLaDA2MoeMLP, :483-484
     return F.linear(F.silu(F.linear(x, sd[p + "gate_proj.weight"])) * F.linear(x, sd[p + "up_proj.weight"]),
                     sd[p + "down_proj.weight"])
+
+
+# LLaDA2MoeRMSNorm (:381-386) is tests/reference.py's _rms; rotate_half (:427-431) its _rot
 
 
 def llada2_route(h, gate_w, bias, cfg):
@@ -132,7 +120,7 @@ class LLaDA2Model:
 
     def __init__(self, path, block: int):
         self.cfg = json.loads((Path(path) / "config.json").read_text())
-        self.sd, self.block = load_tensors(path), block
+        self.sd, self.block = load_state(Path(path))[0], block
         self.reset()
 
     def reset(self):
@@ -339,15 +327,3 @@ def fast_dllm_generate(model, prompt, mask_id, stop_token, max_new_tokens, block
                     x[lo:hi] = torch.where(take, x1, x[lo:hi])
         ids = x.tolist()
     return ids
-
-
-def first_stop(tokens, stop_ids):
-    """tokens up to and excluding the first stop id (what dllm returns)."""
-    for i, t in enumerate(tokens):
-        if t in stop_ids:
-            return tokens[:i]
-    return list(tokens)
-
-
-def nonfinite(x) -> bool:
-    return not math.isfinite(float(x))

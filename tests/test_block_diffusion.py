@@ -9,8 +9,8 @@ import torch
 from dllm import LLM, SamplingParams
 from dllm.errors import InvalidParamsError, UnsupportedError
 from tests.block_checkpoints import write_fast_dllm, write_llada2, write_sdar
-from tests.reference_block import (HFBlockModel, LLaDA2Model, dinfer_generate, fast_dllm_generate, first_stop,
-                                   sdar_generate)
+from tests.helpers import upto_stop
+from tests.reference_block import HFBlockModel, LLaDA2Model, dinfer_generate, fast_dllm_generate, sdar_generate
 
 PROMPTS = [[5, 6, 7], list(range(20, 31)), list(range(40, 54))]     # 3, 11, 14 tokens: tails in odd places
 
@@ -42,7 +42,7 @@ def _ids(prompts):
 
 def _check(outs, refs, prompts, N, stop_ids):
     for out, ref, p in zip(outs, refs, prompts):
-        want = first_stop(ref[len(p):len(p) + N], stop_ids)
+        want = upto_stop(ref[len(p):len(p) + N], stop_ids)
         assert out.token_ids == want, (p, out.token_ids, want)
 
 
@@ -79,7 +79,7 @@ def test_sdar_seeded_sampling_matches_reference(sdar):
         torch.manual_seed(11)
         want = sdar_generate(ref, PROMPTS[1], llm.args.mask_token_id, N, B, B, temperature=temperature,
                              top_k=top_k or 0, top_p=top_p, remasking="low_confidence_static", stop_ids=llm.stop_ids)
-        assert got == first_stop(want[11:11 + N], llm.stop_ids)
+        assert got == upto_stop(want[11:11 + N], llm.stop_ids)
         assert got != llm.generate(_ids(PROMPTS[1:2]), SamplingParams(**{**params.to_dict(), "seed": 12}))[0].token_ids
 
 
@@ -126,7 +126,7 @@ def test_fast_dllm_v2_greedy_matches_reference(fast, sub):
     for out, p in zip(outs, prompts):
         blocks = -(-(len(p) + N) // B) - len(p) // B      # the blocks dllm decodes, from the prompt's tail on
         want = fast_dllm_generate(ref, p, llm.args.mask_token_id, stop, blocks * B, B, sub, 0.6)
-        assert out.token_ids == first_stop(want[len(p):len(p) + N], {stop})
+        assert out.token_ids == upto_stop(want[len(p):len(p) + N], {stop})
     solo = llm.generate(_ids(prompts[3:]), params)[0]
     assert solo.token_ids == outs[3].token_ids
 
@@ -147,7 +147,7 @@ def test_whole_blocks_are_decoded_but_max_new_tokens_returned(sdar):
     out = llm.generate(_ids([PROMPTS[1]]), SamplingParams(max_new_tokens=5, block_length=4))[0]
     assert len(out.token_ids) == 5                      # positions 11..15: blocks 2 and 3 decoded
     ref = sdar_generate(HFBlockModel(path, 4), PROMPTS[1], llm.args.mask_token_id, 5, 4, 4, stop_ids=llm.stop_ids)
-    assert len(ref) == 16 and out.token_ids == first_stop(ref[11:16], llm.stop_ids)
+    assert len(ref) == 16 and out.token_ids == upto_stop(ref[11:16], llm.stop_ids)
 
 
 def test_block_diffusion_refusals(sdar):
