@@ -162,7 +162,8 @@ def _denoise_block(model, args, sched, rows: _Rows, cache, blk: slice, steps: in
             logits = torch.cat((logits[:, :1], logits[:, :-1]), 1)
         fused = sched.transform(logits, masked)
         tokens, scores = propose(fused, **kw)
-        st = Step(index=step - 1, forwards=step, logits=logits,   # forwards: of this block (no schedule spans blocks here) tokens=tokens, scores=scores, masked=masked,
+        # forwards: of this block (no scheduler that reads it runs here); answer_start differs per row (unused)
+        st = Step(index=step - 1, forwards=step, logits=logits, tokens=tokens, scores=scores, masked=masked,
                   plan=plan, rows=rows.ids, block_start=blk.start, answer_start=0)
         commit = sched.select(st) & masked
         rows.x[:, blk] = torch.where(commit, tokens, rows.x[:, blk])
