@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompts", nargs="*", metavar="PROMPT", help="prompt text; '-' reads it from stdin")
     gen.add_argument("--prompt-ids", action="append", type=_token_ids, default=[], metavar="1,2,3",
                      help="a prompt given as token ids (repeatable)")
-    gen.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA, Dream, Llama or Qwen2, Hugging Face "
+    gen.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA, Dream, SDAR, LLaDA2, Fast-dLLM v2, Llama or Qwen2, Hugging Face "
                                                     "layout), a .gguf file (Llama or Qwen2 architecture), or "
                                                     "'default': the small model shipped in models/ (the default)")
     gen.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
