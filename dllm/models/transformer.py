@@ -262,7 +262,7 @@ class Transformer(nn.Module):
         """'triton': RMSNorm (+ residual add), SiLU-mul, RoPE, bidirectional attention and the MoE
         grouped GEMM run as Triton kernels (dllm/kernels); 'torch': PyTorch."""
         for m in self.modules():
-            if isinstance(m, (RMSNorm, FeedForward, Attention)) or hasattr(m, "weight_views"):
+            if hasattr(type(m), "triton"):   # RMSNorm, FeedForward, Attention, MoE
                 m.triton = name == "triton"
 
     def keep_fp32(self):
@@ -279,7 +279,8 @@ class Transformer(nn.Module):
         cache: None (keys = these T rows) or a KVCache (engine/kv_cache.py) that receives
         these rows' keys/values at its `start` column and supplies all of its L columns.
         attn_mask [B, keys] bool: False on padding, never attended; or [B, T, keys] bool, a full
-        per-query mask (the AR prefill, where a padding query must still see one key).
+        per-query mask (the AR prefill, where a padding query must still see one key; the
+        block-causal prefill, models/masks.py).
         Returns logits [B, Q, vocab] for the rows in query_slice (all rows when None): the LM
         head, and the last layer's attention output and MLP, never run on rows nobody reads. For
         shift_logits families (Dream) row i is scored by the hidden state at i-1 (row 0 by
