@@ -63,6 +63,12 @@ _HELP = {
     "apd_window": "apd scheduler: masked slots the diffusion model sees after the committed answer",
     "apd_max_draft": "apd scheduler: most tokens drafted (and accepted) per step",
     "eot_prediction": "end-of-text prediction: once an end token is committed, the rest of the answer is end tokens",
+    "denoising_steps": "block-diffusion models (SDAR, LLaDA2, Fast-dLLM v2): denoising steps per block "
+                       "(default: the block length)",
+    "sdar_remasking": "sdar scheduler: low_confidence_dynamic, low_confidence_static, sequential or entropy_bounded",
+    "sdar_threshold": "sdar scheduler: confidence threshold of low_confidence_dynamic",
+    "eb_threshold": "sdar scheduler: entropy bound of entropy_bounded",
+    "sub_block_length": "fast_dllm_v2 scheduler: slots per sub-block, decoded left to right",
 }
 _SCALARS = {"int": int, "float": float, "str": str}
 _LISTS = {"early_commit_positions": int, "early_commit_thresholds": float}
@@ -110,8 +116,9 @@ def _add_sampling_flags(p: argparse.ArgumentParser):
 
 def add_model_flags(p: argparse.ArgumentParser):
     """--model and the LLM(...) loading flags, shared by `generate` and `serve`."""
-    p.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA, Dream, Llama or Qwen2, Hugging Face "
-                                                  "layout), a .gguf file (Llama or Qwen2 architecture), or "
+    p.add_argument("--model", metavar="DIR", help="checkpoint directory (LLaDA, Dream, SDAR, LLaDA2, Fast-dLLM v2, "
+                                                  "Llama or Qwen2, Hugging Face layout), a .gguf file (Llama or "
+                                                  "Qwen2 architecture), or "
                                                   "'default': the small model shipped in models/ (the default)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),

@@ -49,7 +49,8 @@ class LLM:
     kernels = property(lambda self: self.engine.loaded.kernels)
     graphs = property(lambda self: self.engine.loaded.graphs)
     packed = property(lambda self: self.engine.loaded.packed)
-    stop_ids = property(lambda self: self.engine.loaded.stop_ids)
+    stop_ids = property(lambda self: self.engine.loaded.stop_ids,
+                        lambda self, ids: setattr(self.engine.loaded, "stop_ids", set(ids)))
     pad_id = property(lambda self: self.engine.loaded.pad_id)
 
     # ---- generation ------------------------------------------------------------------------------

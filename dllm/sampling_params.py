@@ -7,6 +7,7 @@ from typing import Optional
 from dllm.errors import InvalidParamsError
 
 REMASKING = ("low_confidence", "random", "margin", "entropy")
+SDAR_REMASKING = ("low_confidence_dynamic", "low_confidence_static", "sequential", "entropy_bounded")
 SCHEDULES = ("auto", "llada", "dream")
 CACHES = ("none", "prefix", "dual")
 
@@ -16,9 +17,11 @@ class SamplingParams:
     """How one request is decoded.
 
     The answer has `max_new_tokens` slots, decoded in blocks of `block_length` (None: one
-    block) with `steps` forwards in all (None: one per slot). `block_length` must divide
-    `max_new_tokens` (refused otherwise, as LLaDA does); steps are spread evenly over the
-    blocks, the remainder going to the earliest blocks.
+    block) with `steps` forwards in all (None: one per slot). For LLaDA and Dream
+    `block_length` must divide `max_new_tokens` (refused by the diffusion loop, as LLaDA does);
+    steps are spread evenly over the blocks, the remainder going to the earliest blocks.
+    Block-diffusion models (SDAR, LLaDA2.x, Fast-dLLM v2) align blocks to position 0 instead,
+    so there any block length goes with any answer length.
     """
 
     max_new_tokens: int = 128
@@ -28,7 +31,9 @@ class SamplingParams:
     top_p: Optional[float] = None
     top_k: Optional[int] = None
     seed: Optional[int] = None
-    scheduler: str = "topk"
+    # "auto": the model family's own strategy (topk for LLaDA/Dream; sdar, dinfer, fast_dllm_v2 for the
+    # block-diffusion families SDAR, LLaDA2.x, Fast-dLLM v2)
+    scheduler: str = "auto"
     # topk: which score ranks the masked slots (LLaDA low_confidence/random, Dream
     # maskgit_plus = low_confidence, topk_margin = margin, entropy = entropy).
     remasking: str = "low_confidence"
@@ -86,6 +91,17 @@ class SamplingParams:
     grammar_mode: str = "cfg"
     stop: tuple = field(default_factory=tuple)
     trace: bool = False
+    # ---- block-diffusion families (SDAR, LLaDA2.x, Fast-dLLM v2): blocks are aligned to position 0,
+    # block_length defaults to the model's block size, and `steps` is replaced by denoising_steps ----
+    # denoising steps per block (SDAR's denoising_steps; None: the block length)
+    denoising_steps: Optional[int] = None
+    # sdar (SDAR generate.py defaults): the remasking strategy, its confidence threshold and the
+    # entropy bound of entropy_bounded
+    sdar_remasking: str = "low_confidence_dynamic"
+    sdar_threshold: float = 0.85
+    eb_threshold: float = 0.35
+    # fast_dllm_v2 (Fast-dLLM v2 small_block_size): slots per sub-block, decoded left to right
+    sub_block_length: int = 8
 
     def __post_init__(self):
         def bad(msg):
@@ -102,13 +118,10 @@ class SamplingParams:
         block = self.block_length if self.block_length is not None else self.max_new_tokens
         if not _is_int(block) or block <= 0:
             bad(f"block_length must be a positive integer, got {self.block_length!r}.")
-        if self.max_new_tokens % block:
-            bad(f"block_length {block} does not divide max_new_tokens {self.max_new_tokens}; "
-                "choose a block length that divides the answer length.")
         if self.steps is not None:
             if not _is_int(self.steps) or self.steps <= 0:
                 bad(f"steps must be a positive integer, got {self.steps!r}.")
-            if self.steps < self.max_new_tokens // block:
+            if self.steps < -(-self.max_new_tokens // block):
                 bad(f"steps ({self.steps}) is smaller than the number of blocks "
                     f"({self.max_new_tokens // block}); every block needs at least one step.")
         if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
@@ -121,8 +134,9 @@ class SamplingParams:
             bad(f"seed must be an integer, got {self.seed!r}.")
         from dllm.schedulers import MODES, SCHEDULERS  # torch-free name registry
 
-        if self.scheduler not in SCHEDULERS and self.scheduler not in MODES:
-            bad(f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(sorted((*SCHEDULERS, *MODES)))}.")
+        if self.scheduler not in SCHEDULERS and self.scheduler not in MODES and self.scheduler != "auto":
+            bad(f"unknown scheduler {self.scheduler!r}; choose auto or one of "
+                f"{', '.join(sorted((*SCHEDULERS, *MODES)))}.")
         if self.remasking not in REMASKING:
             bad(f"unknown remasking {self.remasking!r}; choose one of {', '.join(REMASKING)}.")
         if self.schedule not in SCHEDULES:
@@ -212,6 +226,16 @@ class SamplingParams:
                 grammar_to_regex(self.grammar)
         if not all(isinstance(s, str) and s for s in self.stop):
             bad("stop must be a list of non-empty strings.")
+        if self.denoising_steps is not None and (not _is_int(self.denoising_steps) or self.denoising_steps <= 0):
+            bad(f"denoising_steps must be a positive integer, got {self.denoising_steps!r}.")
+        if self.sdar_remasking not in SDAR_REMASKING:
+            bad(f"unknown sdar_remasking {self.sdar_remasking!r}; choose one of {', '.join(SDAR_REMASKING)}.")
+        for name in ("sdar_threshold", "eb_threshold"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                bad(f"{name} must be a number >= 0, got {v!r}.")
+        if not _is_int(self.sub_block_length) or self.sub_block_length <= 0:
+            bad(f"sub_block_length must be a positive integer, got {self.sub_block_length!r}.")
 
     @property
     def num_blocks(self) -> int:

@@ -47,6 +47,7 @@ class SchedulerEnv:
     """What a scheduler may need besides SamplingParams (e.g. where its learned filter lives)."""
     model_path: Optional[str]
     device: object
+    mask_id: int = -1            # the model's mask token (dinfer skips slots whose proposal is it)
 
 
 class Scheduler:
@@ -105,3 +106,11 @@ def best_slot(scores: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
 def commit_best_and_above(scores: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
     """Every masked slot scoring >= threshold, and always each row's best masked slot."""
     return (masked & (scores >= threshold)) | best_slot(scores, masked)
+
+
+def commit_near_best(scores: torch.Tensor, masked: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Every masked slot scoring >= min(best - 1e-5, threshold): all above the threshold, else the best
+    and any within 1e-5 of it (dInfer's get_transfer_index_threshold, parallel_strategy.py:283-284)."""
+    ranked = scores.masked_fill(~masked, float("-inf"))
+    cut = (ranked.max(-1, keepdim=True).values - 1e-5).clamp(-1000, threshold)
+    return masked & (ranked >= cut)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from dllm.schedulers.base import Scheduler
+from dllm.schedulers.base import Scheduler, commit_near_best
 
 
 class Credit(Scheduler):
@@ -41,6 +41,4 @@ class Credit(Scheduler):
         return l32 + p.credit_alpha * torch.log1p(C)
 
     def select(self, st):
-        ranked = st.scores.masked_fill(~st.masked, float("-inf"))
-        cut = (ranked.max(-1, keepdim=True).values - 1e-5).clamp(-1000, self.params.threshold)
-        return st.masked & (ranked >= cut)
+        return commit_near_best(st.scores, st.masked, self.params.threshold)

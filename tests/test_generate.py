@@ -134,7 +134,6 @@ def test_errors_are_clear(llada_notok_dir):
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(block_length=3, max_new_tokens=8), "does not divide"),
     (dict(block_length=0), "positive"),
     (dict(max_new_tokens=8, block_length=2, steps=3), "smaller than the number of blocks"),
     (dict(temperature=-1), "temperature"),
@@ -148,6 +147,12 @@ def test_errors_are_clear(llada_notok_dir):
 def test_sampling_params_validate_on_construction(kw, match):
     with pytest.raises(InvalidParamsError, match=match):
         SamplingParams(**kw)
+
+
+def test_block_length_must_divide_the_answer_of_llada_and_dream(llada_notok_dir):
+    # checked by the diffusion loop, not SamplingParams: block-diffusion models take any block length
+    with pytest.raises(InvalidParamsError, match="does not divide"):
+        LLM(llada_notok_dir).generate({"prompt_token_ids": [1, 2]}, SamplingParams(block_length=3, max_new_tokens=8))
 
 
 def test_sampling_is_seeded(dream_dir, llada_notok_dir):

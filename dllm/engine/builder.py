@@ -4,8 +4,6 @@ compiled and bound, and its decoder chosen by the model (diffusion, autoregressi
 waits, so add_request raises at once."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from dllm.engine.prompts import encode, template
 from dllm.engine.request import Request
 from dllm.engine.streaming import TextStream
@@ -35,6 +33,11 @@ def build_request(engine, request_id: str, prompt, params, apply_chat_template: 
                                    "checker; this model is itself autoregressive.")
     if apd and (answer is not None or params.regex is not None or params.json_schema is not None or params.grammar):
         raise UnsupportedError("constraints and templates are not supported with scheduler 'apd'.")
+    if m.args.block_causal:
+        from dllm.engine.block_diffusion import check_supported
+        check_supported(params, m.args)
+        if answer is not None:
+            raise UnsupportedError("templates (infilling) are not supported for block-diffusion models.")
     constraint = compile_constraint(params, m.tokenizer, m.args.vocab_size, m.stop_ids, causal=m.args.causal,
                                     templated=answer is not None, name=name)
     env = DecodeEnv(m.device, m.kernels, name if not name.startswith("<") else None, m.classic, on_step)
@@ -51,6 +54,9 @@ def build_request(engine, request_id: str, prompt, params, apply_chat_template: 
             raise PromptError(f"prompt ({len(ids)} tokens) + answer ({n}) exceeds the draft model's context "
                               f"of {draft.args.max_seq_len} tokens.")
         dec = APDDecoder(ids, params, m.args, draft.args, key, m.stop_ids, env)
+    elif m.args.block_causal:   # SDAR, LLaDA2.x, Fast-dLLM v2: an exact block KV cache
+        from dllm.engine.block_diffusion import BlockDecoder
+        dec = BlockDecoder(ids, params, m.args, m.stop_ids, env, constraint, end)
     else:
         from dllm.engine.diffusion import DiffusionDecoder
         dec = DiffusionDecoder(ids, answer, params, m.args, m.stop_ids, env, constraint)

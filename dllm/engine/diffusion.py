@@ -19,7 +19,7 @@ from dllm.engine.request import Decoder
 from dllm.engine.runner import ForwardRow
 from dllm.engine.sampling import generator, propose
 from dllm.engine.windows import Windows
-from dllm.errors import DllmError
+from dllm.errors import DllmError, InvalidParamsError
 from dllm.schedulers import get_scheduler
 from dllm.schedulers.base import SchedulerEnv, Step, best_slot
 
@@ -44,23 +44,32 @@ class NeedForward(Exception):
 
 
 class DiffusionDecoder(Decoder):
-    def __init__(self, prompt, answer_init, params, args, stop_ids, env, constraint=None):
+    def __init__(self, prompt, answer_init, params, args, stop_ids, env, constraint=None, n_slots=None,
+                 block_steps=None):
         """env: engine/llm_engine.py DecodeEnv (device, kernels, model path, on_step, classic);
-        constraint: the compiled constraint (constraints/base.py), bound to this request here."""
-        super().__init__(prompt, answer_init, params.max_new_tokens, args.mask_token_id, stop_ids, env.device)
+        constraint: the compiled constraint (constraints/base.py), bound to this request here.
+        n_slots, block_steps: the answer slots and the steps of each block, when a subclass lays its
+        blocks out otherwise (engine/block_diffusion.py)."""
+        if block_steps is None and params.max_new_tokens % params.block:   # LLaDA's blocks tile the answer
+            raise InvalidParamsError(f"block_length {params.block} does not divide max_new_tokens "
+                                     f"{params.max_new_tokens}; choose a block length that divides the answer length.")
+        super().__init__(prompt, answer_init, n_slots or params.max_new_tokens, args.mask_token_id, stop_ids,
+                         env.device)
         self.p, self.args, self.mask_id = params, args, args.mask_token_id
         self.style = schedule_style(params, args)
-        self.sched = get_scheduler(params.scheduler)(params, self.style, SchedulerEnv(env.model_path, env.device))
+        sched_env = SchedulerEnv(env.model_path, env.device, args.mask_token_id)
+        self.sched = get_scheduler(params.scheduler, args.scheduler)(params, self.style, sched_env)
         self.gen = generator(params.seed, env.device)
         self.eot = params.eot_prediction and bool(self.stop)
         self.stop_t = torch.tensor(sorted(self.stop) or [-1], device=env.device)
         self.cost = 2 if params.cfg_scale > 0 else 1        # a guided step runs the prompt-masked copy too
         self.windows = Windows(params, args, self.P, self.L, classic=env.classic,
                                extra_scratch=self.sched.wide and params.cache != "none")
-        self.block_steps = steps_per_block(params.total_steps, params.num_blocks)
+        self.block_steps = block_steps or steps_per_block(params.total_steps, params.num_blocks)
         self.b, self.in_block, self.step, self.forwards = 0, False, 0, 0
+        sampler = args.sampler if args.block_causal else self.style   # how the family's reference draws
         self.propose_kw = dict(remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
-                               top_k=params.top_k, style=self.style, generator=self.gen, banned=self.mask_id,
+                               top_k=params.top_k, style=sampler, generator=self.gen, banned=self.mask_id,
                                kernels=env.kernels)
         self.on_step, self.row = env.on_step, 0
         self.pending: Step | None = None      # a step waiting for the logits of an extra forward
@@ -92,13 +101,17 @@ class DiffusionDecoder(Decoder):
         if self.pending is not None:     # the extra forward a pending step waits for
             return self.windows.extra_rows(self.x, self.pending_col)
         while True:
+            rows = self._phase_rows()
+            if rows is not None:
+                return rows
             blk = self.blk
             if not self.in_block:
                 self._begin_block(blk)
             masked_any = bool((self.x[blk] == self.mask_id).any())
             if self.sched.fixed:
                 if self.sched.block_done(self.step):
-                    if self._end_block(blk):
+                    self._end_block(blk)
+                    if self.done:
                         return []
                     continue
                 self.cur_plan = self.sched.plan(self.step)
@@ -107,7 +120,8 @@ class DiffusionDecoder(Decoder):
                     continue   # a step that would commit nothing: skipped without a forward
             else:
                 if not masked_any:
-                    if self._end_block(blk):
+                    self._end_block(blk)
+                    if self.done:
                         return []
                     continue
                 self.cur_plan = None
@@ -115,6 +129,8 @@ class DiffusionDecoder(Decoder):
             return self.windows.rows(self.x, blk, self.forwards, wide=self.sched.wide)
 
     def advance(self, outs: list[torch.Tensor]):
+        if self._phase_advance(outs):
+            return
         if self.pending is not None:
             self.nfe += self.cost
             self.extra = (self.windows.guide(outs)[None], self.pending_col)
@@ -129,7 +145,7 @@ class DiffusionDecoder(Decoder):
         masked = (x[blk] == self.mask_id)[None]
         fused = self.sched.transform(raw, masked)
         if self.constraint is not None:   # DINGO: the masked slots take the best valid completion
-            tokens, scores = self.constraint.witness(fused, x[None, blk], masked, lambda lg: propose(lg, **self.propose_kw))
+            tokens, scores = self._witness(fused, blk, masked)
         else:
             tokens, scores = propose(fused, **self.propose_kw)
         if not bool(torch.isfinite(scores[masked]).all()):
@@ -146,6 +162,21 @@ class DiffusionDecoder(Decoder):
         st.before = x.clone() if self.p.trace else None
         self.extra = None
         self._finish_step(st)
+
+    # ---- the constraint sees the answer's columns only (a block-diffusion block may start in the prompt) -
+    def _answer_part(self, blk) -> tuple[slice, int]:
+        """-> (the block's answer columns, how many prompt columns precede them in the block)."""
+        off = max(self.P - blk.start, 0)
+        return slice(blk.start + off, blk.stop), off
+
+    def _witness(self, fused, blk, masked):
+        ab, off = self._answer_part(blk)
+        tokens, scores = self.constraint.witness(fused[:, off:], self.x[None, ab], masked[:, off:],
+                                                 lambda lg: propose(lg, **self.propose_kw))
+        if off:   # the prompt's columns: kept as they are, never committed (not masked)
+            tokens = torch.cat((self.x[None, blk.start:ab.start], tokens), 1)
+            scores = torch.cat((scores.new_full((1, off), float("-inf")), scores), 1)
+        return tokens, scores
 
     # ---- one step after its forward -----------------------------------------------------------------
     def _extra(self, col: int):
@@ -170,7 +201,9 @@ class DiffusionDecoder(Decoder):
         commit = commit | (best_slot(st.scores, masked) & ~commit.any(-1, keepdim=True))
         tokens = st.tokens
         if self.constraint is not None:   # a CFG vets the commits (reject and re-pick); DINGO's are valid
-            commit, tokens = self.constraint.check(commit, tokens, st.scores, x[None], blk)
+            ab, off = self._answer_part(blk)
+            c, t = self.constraint.check(commit[:, off:], tokens[:, off:], st.scores[:, off:], x[None], ab)
+            commit, tokens = torch.cat((commit[:, :off], c), 1), torch.cat((tokens[:, :off], t), 1)
         x[blk] = torch.where(commit[0], tokens[0], x[blk])
         if self.eot:   # end-of-text prediction: everything after the first stop token is that token
             self._fill_after_stop()
@@ -212,19 +245,30 @@ class DiffusionDecoder(Decoder):
     def _begin_block(self, blk):
         self.sched.begin_block([int((self.x[blk] == self.mask_id).sum())], self.block_steps[self.b])
         if self.constraint is not None:
-            self.constraint.begin_block(self.x[None], blk)
+            self.constraint.begin_block(self.x[None], self._answer_part(blk)[0])
         self.in_block, self.step, self.forwards = True, 0, 0
 
-    def _end_block(self, blk) -> bool:
-        """Close the block; True when the request is finished (a stop token up to here, no mask left,
-        or the last block)."""
+    def _end_block(self, blk):
         if self.constraint is not None:
-            self.constraint.finish_block(self.x[None], blk)
+            self.constraint.finish_block(self.x[None], self._answer_part(blk)[0])
+        self._close_block(blk)
+
+    def _close_block(self, blk):
+        """The request is finished when a stop token is in the answer up to here, no mask is left, or
+        this was the last block."""
         ans = self.x[self.P:]
         done = bool(torch.isin(ans[:blk.stop - self.P], self.stop_t).any()) or not bool((ans == self.mask_id).any())
         self.b, self.in_block = self.b + 1, False
-        self.done = done or self.b == self.p.num_blocks
-        return self.done
+        self.done = done or self.b == len(self.block_steps)
+
+    # ---- hooks of decoders with forwards besides the denoising steps (engine/block_diffusion.py) ---
+    def _phase_rows(self):
+        """Rows of a forward that is not a denoising step, or None."""
+        return None
+
+    def _phase_advance(self, outs) -> bool:
+        """Consume such a forward's logits; False when the step is a denoising one."""
+        return False
 
     def _record(self, st, blk):
         """One trace entry: every answer slot this step filled (selection, early commit or end-of-text

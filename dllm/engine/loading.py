@@ -78,6 +78,9 @@ def load(model, device=None, dtype=None, kernels=None, graphs=None, pack=None) -
     if packed:
         pack_linears(net)
     tok = Tokenizer.from_gguf(path) if path.suffix == ".gguf" and path.is_file() else Tokenizer.from_pretrained(path)
+    if ours:   # block-diffusion families: mask/EOS ids from generation_config, the tokenizer or constants
+        from dllm.models.special_ids import resolve_special_ids
+        args = resolve_special_ids(args, path, tok)
     out = Loaded(net, args, tok, path, dev, dt, kern, gr, packed, classic=not ours)
     _set_stop_ids(out)
     return out

@@ -8,7 +8,7 @@ from dllm.errors import ModelLoadError
 
 @dataclass(frozen=True)
 class ModelArgs:
-    family: str              # "llada" | "dream" | "llama" | "qwen2"
+    family: str              # "llada" | "dream" | "llama" | "qwen2" | "sdar" | "llada2" | "fast_dllm"
     vocab_size: int          # rows of the embedding = columns of the logits
     dim: int
     n_layers: int
@@ -28,10 +28,42 @@ class ModelArgs:
     causal: bool = False
     input_emb_scale: bool = False  # LLaDA input_emb_norm: embeddings * sqrt(dim)
     scale_logits: bool = False     # LLaDA scale_logits: logits / sqrt(dim)
+    # ---- block-diffusion families (SDAR, LLaDA2.x, Fast-dLLM v2; /work/shared/specs/block-diffusion.md) ----
+    head_size: int = 0             # config head_dim when heads * head_dim != dim (SDAR, LLaDA2); 0: dim // heads
+    qk_norm: bool = False          # RMSNorm over head_dim on q and k before RoPE (Qwen3 / SDAR, LLaDA2)
+    rotary_dim: int = 0            # partial rotary (LLaDA2: head_dim * partial_rotary_factor); 0: all of head_dim
+    o_bias: bool = False           # a bias on the attention output projection (LLaDA2 use_bias)
+    fused_qkv: bool = False        # the checkpoint stores q|k|v as one matrix (LLaDA2 query_key_value)
+    block_causal: bool = False     # attention: a query sees its own block and every earlier one
+    block_size: int = 0            # the family's block length (block_causal); SamplingParams.block_length overrides
+    token_shift: bool = False      # Fast-dLLM v2: slot j is scored by the hidden state of slot j - 1 (slot 0 by itself)
+    sampler: str = "llada"         # how the family's reference draws a token: "llada" (Gumbel-max, untempered
+                                   # softmax score) or "dream" (sample softmax(filtered logits / T), its probability)
+    scheduler: str = "topk"        # what SamplingParams(scheduler="auto") decodes this family with
+    moe: "MoEArgs | None" = None   # LLaDA2: the mixture-of-experts FFN of layers >= moe.first_dense
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.head_size or self.dim // self.n_heads
+
+    @property
+    def rope_dim(self) -> int:
+        return self.rotary_dim or self.head_dim
+
+
+@dataclass(frozen=True)
+class MoEArgs:
+    """LLaDA2's routed FFN (dInfer modeling_llada2_moe.py:487-633): sigmoid router in float32, an
+    expert bias used only to choose experts, group-limited top-k, routed scaling, shared experts."""
+    n_experts: int
+    top_k: int
+    n_group: int
+    topk_group: int
+    intermediate_size: int       # per routed expert (moe_intermediate_size)
+    n_shared: int                # shared experts, fused into one MLP of n_shared * intermediate_size
+    first_dense: int             # layers [0, first_dense) keep the dense MLP (first_k_dense_replace)
+    routed_scaling: float
+    norm_topk: bool              # weights / (sum + 1e-20) when top_k > 1
 
 
 def _ids(v) -> tuple:
@@ -187,17 +219,23 @@ def qwen2_args(cfg: dict) -> ModelArgs:
 
 
 FAMILIES = {"llada": llada_args, "dream": dream_args, "llama": llama_args, "qwen2": qwen2_args}
+# the block-diffusion families (SDAR, LLaDA2.x, Fast-dLLM v2) live in their own file
+from dllm.models.block_families import BLOCK_FAMILIES, REFUSED  # noqa: E402  (needs ModelArgs above)
+
+FAMILIES.update(BLOCK_FAMILIES)
 
 
 def args_from_config(cfg: dict) -> ModelArgs:
     model_type = str(cfg.get("model_type", ""))
     family = model_type.lower()
+    if family in REFUSED:
+        raise ModelLoadError(REFUSED[family])
     if family not in FAMILIES:
         raise ModelLoadError(
-            f"unknown model_type {model_type!r} in config.json; dllm loads 'llada', 'Dream', 'llama' and "
-            "'qwen2' checkpoints.")
+            f"unknown model_type {model_type!r} in config.json; dllm loads 'llada', 'Dream', 'llama', 'qwen2', "
+            "'sdar', 'llada2_moe' and 'Fast_dLLM_Qwen' checkpoints.")
     args = FAMILIES[family](cfg)
-    if args.dim % args.n_heads or args.n_heads % args.n_kv_heads:
+    if (args.dim % args.n_heads and not args.head_size) or args.n_heads % args.n_kv_heads:
         raise ModelLoadError(
             f"config.json has inconsistent attention shapes (dim {args.dim}, heads {args.n_heads}, "
             f"kv heads {args.n_kv_heads}).")

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from dllm.errors import ModelLoadError, UnsupportedError
+from dllm.models.block_families import REFUSED
 from dllm.models.config import FAMILIES, ModelArgs, args_from_config
 from dllm.models.transformer import Transformer
 
@@ -47,25 +48,56 @@ _DREAM = {
     "model.layers.{i}.mlp.up_proj.weight": "layers.{i}.feed_forward.w3.weight",
     "model.layers.{i}.mlp.down_proj.weight": "layers.{i}.feed_forward.w2.weight",
 }
-# Hugging Face Llama and Qwen2 use Dream's (Qwen2's) tensor names; q/k/v biases only where the config has them
-WEIGHT_MAPS = {"llada": _LLADA, "dream": _DREAM, "llama": _DREAM, "qwen2": _DREAM}
+# SDAR (Qwen3 names): Qwen2's plus QK-norm and, with attention_bias, an o_proj bias
+_SDAR = {
+    **_DREAM,
+    "model.layers.{i}.self_attn.o_proj.bias": "layers.{i}.attention.wo.bias",
+    "model.layers.{i}.self_attn.q_norm.weight": "layers.{i}.attention.q_norm.weight",
+    "model.layers.{i}.self_attn.k_norm.weight": "layers.{i}.attention.k_norm.weight",
+}
+# LLaDA2.x (dInfer modeling_llada2_moe.py): one fused q|k|v matrix, dense first layer(s), then experts ({j})
+_LLADA2 = {
+    "model.word_embeddings.weight": "tok_embeddings.weight",
+    "model.norm.weight": "norm.weight",
+    "lm_head.weight": "output.weight",
+    "model.layers.{i}.input_layernorm.weight": "layers.{i}.attention_norm.weight",
+    "model.layers.{i}.post_attention_layernorm.weight": "layers.{i}.ffn_norm.weight",
+    "model.layers.{i}.attention.query_key_value.weight": "layers.{i}.attention.wqkv.weight",
+    "model.layers.{i}.attention.query_key_value.bias": "layers.{i}.attention.wqkv.bias",
+    "model.layers.{i}.attention.query_layernorm.weight": "layers.{i}.attention.q_norm.weight",
+    "model.layers.{i}.attention.key_layernorm.weight": "layers.{i}.attention.k_norm.weight",
+    "model.layers.{i}.attention.dense.weight": "layers.{i}.attention.wo.weight",
+    "model.layers.{i}.attention.dense.bias": "layers.{i}.attention.wo.bias",
+    "model.layers.{i}.mlp.gate.weight": "layers.{i}.feed_forward.gate.weight",
+    "model.layers.{i}.mlp.gate.expert_bias": "layers.{i}.feed_forward.expert_bias",
+    **{f"model.layers.{{i}}.mlp.{src}{p}_proj.weight": f"layers.{{i}}.feed_forward.{dst}{w}.weight"
+       for src, dst in (("", ""), ("shared_experts.", "shared."), ("experts.{j}.", "experts.{j}."))
+       for p, w in (("gate", "w1"), ("up", "w3"), ("down", "w2"))},
+}
+# Hugging Face Llama and Qwen2 use Dream's (Qwen2's) tensor names; q/k/v biases only where the config
+# has them; Fast-dLLM v2 is Qwen2.5
+WEIGHT_MAPS = {"llada": _LLADA, "dream": _DREAM, "llama": _DREAM, "qwen2": _DREAM,
+               "sdar": _SDAR, "llada2": _LLADA2, "fast_dllm": _DREAM}
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")  # recomputed buffers some exports carry
 
 
 def _compile(name_map: dict):
     out = {}
     for src, dst in name_map.items():
-        pattern = "^" + re.escape(src).replace(re.escape("{i}"), r"(\d+)") + "$"
+        pattern = "^" + re.escape(src).replace(re.escape("{i}"), r"(?P<i>\d+)").replace(re.escape("{j}"), r"(?P<j>\d+)") + "$"
         out[re.compile(pattern)] = dst
     return out
 
 
 def rename(key: str, family: str) -> str | None:
-    """Checkpoint tensor name -> dllm parameter name (None when the name is not known)."""
+    """Checkpoint tensor name -> dllm parameter name (None when the name is not known); {i} is the
+    layer index, {j} the expert index."""
     for pattern, dst in _COMPILED[family].items():
         m = pattern.match(key)
         if m:
-            return dst.replace("{i}", m.group(1)) if m.groups() else dst
+            for k, v in m.groupdict().items():
+                dst = dst.replace("{" + k + "}", v)
+            return dst
     return None
 
 
@@ -133,6 +165,8 @@ def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, Mo
 
         return load_gguf_model(path, device, dtype)
     cfg = read_config(path)
+    if str(cfg.get("model_type", "")).lower() in REFUSED:   # published variants dllm refuses by name
+        raise ModelLoadError(REFUSED[str(cfg["model_type"]).lower()])
     if str(cfg.get("model_type", "")).lower() not in FAMILIES and is_causal_lm(cfg):
         weight_files(path)   # safetensors only: refuses pickle-only directories like every other load
         from dllm.models.hf_fallback import load_hf_causal
@@ -142,7 +176,9 @@ def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, Mo
     files = weight_files(path)
     with torch.device("meta"):
         model = Transformer(args)
-    model = model.to(dtype=dtype).to_empty(device=device)
+    model = model.to(dtype=dtype)
+    model.keep_fp32()   # e.g. the MoE expert bias stays float32 (models/moe.py)
+    model = model.to_empty(device=device)
     params = model.named_weights()   # the fused projections as views of their row ranges
     loaded: set[str] = set()
     for file in files:

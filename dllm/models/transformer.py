@@ -69,7 +69,13 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin, fp32: bool):
-    """x * cos + rotate_half(x) * sin; x [..., hd], cos/sin broadcastable float32 tables."""
+    """x * cos + rotate_half(x) * sin; x [..., hd], cos/sin broadcastable float32 tables [..., rot].
+
+    rot < hd is partial rotary (LLaDA2, dInfer modeling_llada2_moe.py:456-467): the first rot
+    dimensions turn, the rest pass through unchanged."""
+    rot = cos.shape[-1]
+    if rot < x.shape[-1]:
+        return torch.cat((apply_rope(x[..., :rot], cos, sin, fp32), x[..., rot:]), -1)
     # LLaDA rotates in float32 and rounds back; Dream rounds cos/sin to the model dtype first
     if fp32:
         x32 = x.float()
@@ -105,9 +111,15 @@ class Attention(nn.Module):
         self.a, self.layer = a, layer
         hd = a.head_dim
         self.wqkv = nn.Linear(a.dim, (a.n_heads + 2 * a.n_kv_heads) * hd, bias=a.qkv_bias)
-        self.wo = nn.Linear(a.n_heads * hd, a.dim, bias=False)
+        self.wo = nn.Linear(a.n_heads * hd, a.dim, bias=a.o_bias)
         nq, nk = a.n_heads * hd, a.n_kv_heads * hd
         self._parts = {"wq": (0, nq), "wk": (nq, nq + nk), "wv": (nq + nk, nq + 2 * nk)}
+        if a.fused_qkv:   # the checkpoint's own q|k|v matrix (LLaDA2 query_key_value): one part, all rows
+            self._parts = {"wqkv": (0, nq + 2 * nk)}
+        # QK-norm (Qwen3 / SDAR, LLaDA2): RMSNorm over head_dim on q and k, before RoPE
+        self.q_norm = RMSNorm(hd, a.norm_eps) if a.qk_norm else None
+        self.k_norm = RMSNorm(hd, a.norm_eps) if a.qk_norm else None
+        self.fused_rope = a.rope_dim == hd   # the Triton RoPE kernel turns whole heads only
 
     def parts(self) -> dict[str, tuple[int, int]]:
         """Row ranges of the checkpoint's q/k/v projections inside wqkv."""
@@ -120,8 +132,11 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         a, hd, H = self.a, self.a.head_dim, self.a.n_heads
         qkv = split_linear(x, self.wqkv, self.parts().values(), self.one_gemm).view(B, T, H + 2 * a.n_kv_heads, hd)
+        if self.q_norm is not None:   # [B, T, H | Hkv, hd] normalised over hd; v untouched
+            Hq = H + a.n_kv_heads
+            qkv = torch.cat((self.q_norm(qkv[:, :, :H]), self.k_norm(qkv[:, :, H:Hq]), qkv[:, :, Hq:]), 2)
         v = qkv[:, :, H + a.n_kv_heads:].transpose(1, 2)                  # [B, Hkv, T, hd]
-        if self.triton:   # the kernel writes the RoPE'd keys into `out` (the cache's window) itself
+        if self.triton and self.fused_rope:   # the kernel writes the RoPE'd keys into `out` (the cache's window)
             from dllm.kernels.fused import rope
             cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)           # [B, 1, T, hd]
             q = rope(qkv[:, :, :H].transpose(1, 2), cos, sin, a.rope_fp32)
@@ -140,11 +155,11 @@ class FeedForward(nn.Module):
     triton = False
     one_gemm: bool | None = None
 
-    def __init__(self, a: ModelArgs):
+    def __init__(self, a: ModelArgs, hidden: int | None = None):
         super().__init__()
-        self.w13 = nn.Linear(a.dim, 2 * a.intermediate_size, bias=False)   # gate (LLaDA ff_proj) | up
-        self.w2 = nn.Linear(a.intermediate_size, a.dim, bias=False)         # down (LLaDA ff_out)
-        n = a.intermediate_size
+        n = hidden or a.intermediate_size   # hidden: e.g. LLaDA2's shared experts (moe.py)
+        self.w13 = nn.Linear(a.dim, 2 * n, bias=False)   # gate (LLaDA ff_proj) | up
+        self.w2 = nn.Linear(n, a.dim, bias=False)         # down (LLaDA ff_out)
         self._parts = {"w1": (0, n), "w3": (n, 2 * n)}
 
     def parts(self) -> dict[str, tuple[int, int]]:
@@ -165,7 +180,11 @@ class Block(nn.Module):
         self.attention_norm = RMSNorm(a.dim, a.norm_eps)
         self.attention = Attention(a, layer)
         self.ffn_norm = RMSNorm(a.dim, a.norm_eps)
-        self.feed_forward = FeedForward(a)
+        if a.moe is not None and layer >= a.moe.first_dense:   # LLaDA2: routed experts after the dense layers
+            from dllm.models.moe import MoE
+            self.feed_forward = MoE(a)
+        else:
+            self.feed_forward = FeedForward(a)
 
     def forward(self, x, cos, sin, ctx, rows=None):
         """rows: only these rows of the output are needed (the last layer: the LM head's rows); the
@@ -185,7 +204,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(a, i) for i in range(a.n_layers))
         self.norm = RMSNorm(a.dim, a.norm_eps)
         self.output = None if a.tie_embeddings else nn.Linear(a.dim, a.vocab_size, bias=False)
-        self.rotary = Rotary(a.head_dim, a.rope_theta)
+        self.rotary = Rotary(a.rope_dim, a.rope_theta)
 
     def named_weights(self) -> dict[str, torch.Tensor]:
         """The weights under the checkpoint's layout: every parameter by name, with the fused
@@ -199,6 +218,10 @@ class Transformer(nn.Module):
                     continue   # the tied head's packed copy of the embedding
                 p = p.to_dense()
             mod_name, _, leaf = name.rpartition(".")
+            direct = self.get_submodule(mod_name) if mod_name else None
+            if hasattr(direct, "weight_views"):   # stacked experts (moe.py): one view per checkpoint tensor
+                out.update({f"{mod_name}.{k}": v for k, v in direct.weight_views(leaf, p.detach()).items()})
+                continue
             owner, _, proj = mod_name.rpartition(".")
             mod = self.get_submodule(owner) if owner else None
             if proj in ("wqkv", "w13") and hasattr(mod, "parts"):
@@ -209,10 +232,10 @@ class Transformer(nn.Module):
         return out
 
     def set_kernels(self, name: str):
-        """'triton': RMSNorm (+ residual add), SiLU-mul, RoPE and bidirectional attention run as
-        Triton kernels (dllm/kernels); 'torch': PyTorch."""
+        """'triton': RMSNorm (+ residual add), SiLU-mul, RoPE, bidirectional attention and the MoE
+        grouped GEMM run as Triton kernels (dllm/kernels); 'torch': PyTorch."""
         for m in self.modules():
-            if isinstance(m, (RMSNorm, FeedForward, Attention)):
+            if hasattr(type(m), "triton"):   # RMSNorm, FeedForward, Attention, MoE
                 m.triton = name == "triton"
 
     def set_one_gemm(self, one: bool | None):
@@ -222,6 +245,13 @@ class Transformer(nn.Module):
             if isinstance(m, (FeedForward, Attention)):
                 m.one_gemm = one
 
+    def keep_fp32(self):
+        """Parameters a module lists in `fp32` (e.g. the MoE expert bias, which only ranks experts)
+        back to float32 after the model was cast to its dtype (loaders call this before to_empty)."""
+        for m in self.modules():
+            for name in getattr(m, "fp32", ()):
+                setattr(m, name, nn.Parameter(getattr(m, name).float(), requires_grad=False))
+
     @torch.no_grad()
     def forward(self, token_ids, positions, cache=None, query_slice: slice | None = None, attn_mask=None):
         """token_ids, positions [B, T]: the rows to run (a window of the canvas when cached).
@@ -229,7 +259,8 @@ class Transformer(nn.Module):
         cache: None (keys = these T rows) or a KVCache (engine/kv_cache.py) that receives
         these rows' keys/values at its `start` column and supplies all of its L columns.
         attn_mask [B, keys] bool: False on padding, never attended; or [B, T, keys] bool, a full
-        per-query mask (the AR prefill, where a padding query must still see one key).
+        per-query mask (the AR prefill, where a padding query must still see one key; the
+        block-causal prefill, models/masks.py).
         Returns logits [B, Q, vocab] for the rows in query_slice (all rows when None): the LM
         head, and the last layer's attention output and MLP, never run on rows nobody reads. For
         shift_logits families (Dream) row i is scored by the hidden state at i-1 (row 0 by
