@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from dllm.errors import ConstraintError
+from dllm.constraints.budget import Budget
+from dllm.errors import ConstraintBudgetError, ConstraintError
 
 DEPTH = 3
 
@@ -45,8 +46,22 @@ def load_lark(grammar: str, start: str = "start"):
     return parser, terminals, "|".join(f"(?:{terminals[n]})" for n in parser.ignore_tokens)
 
 
+def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH, budget: Budget | None = None) -> str:
+    """The grammar's regex. Past the budget (a regex longer than 20 x budget.positions characters,
+    rules nested too deeply for Python's stack, or the wall-clock cap) ConstraintBudgetError names
+    the rule being expanded."""
+    budget = budget or Budget()
+    try:
+        return _grammar_to_regex(grammar, start, depth, budget.positions, budget.seconds)
+    except RecursionError:
+        raise ConstraintBudgetError("the grammar's rules nest too deeply to unroll into a regex; use "
+                                    "grammar_mode='cfg'.") from None
+
+
 @lru_cache(maxsize=64)
-def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH) -> str:
+def _grammar_to_regex(grammar: str, start: str, depth: int, positions: int, seconds: float) -> str:
+    budget = Budget(positions=positions, seconds=seconds)
+    limit = 20 * positions
     parser, terminals, ignore = load_lark(grammar, start)
     skip = f"(?:{ignore})*" if ignore else ""
     rules: dict[str, list[list]] = {}
@@ -96,7 +111,13 @@ def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH) -> 
                 return None if b is None else (b if r is None else f"(?:{r})*(?:{b})")
         if stack.count(name) >= depth:
             return None
-        return alt(seq(e, inner) for e in exps)
+        budget.tick(f"rule {name}")
+        out = alt(seq(e, inner) for e in exps)
+        if out is not None and len(out) > limit:
+            raise ConstraintBudgetError(
+                f"the grammar's rule {name} unrolls to a regex of more than {limit:,} characters in "
+                "grammar_mode='regex'; use grammar_mode='cfg' or raise DLLM_CONSTRAINT_POSITIONS.")
+        return out
 
     body = rule(start, ())
     if body is None:
