@@ -100,14 +100,9 @@ class LLM:
         self.pad_id = int(pad) if pad is not None else (min(self.stop_ids) if self.stop_ids else 0)
 
     def _generation_config_eos(self) -> set[int]:
-        f = self.path / "generation_config.json"
-        try:
-            eos = json.loads(f.read_text()).get("eos_token_id") if f.is_file() else None
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            return set()
-        if eos is None:
-            return set()
-        return {int(e) for e in (eos if isinstance(eos, list) else [eos])}
+        from dllm.models.loader import generation_eos
+
+        return generation_eos(self.path, self.args.vocab_size) if self.path.is_dir() else set()
 
     # ---- prompts -> token ids ---------------------------------------------------------------
     def _encode(self, prompt, apply_chat_template: bool) -> list[int]:
