@@ -117,7 +117,9 @@ def ar_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_i
             P, dtype=torch.bool, device=device)
     cache.start = 0
     logits = model(x, positions[:, :P], cache, slice(P - 1, P), mask)[:, -1]     # [B, V]
+    bad = torch.zeros(B, dtype=torch.bool, device=device)   # rows whose logits held NaN/inf (issue 19)
     for i in range(N):
+        bad |= ~torch.isfinite(logits.amax(-1)) & ~done
         allowed = None
         if token_mask_fn is not None:
             allowed = token_mask_fn(i, ARRows(prompts, out[:, :i], done))
@@ -133,7 +135,7 @@ def ar_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_i
             on_token(i, tok, done)
         # stopping early needs the host to read `done`: every step on CPU (free), every 8th on
         # CUDA (a sync per token would stall the launch queue; at most 7 extra masked-out forwards)
-        if i == N - 1 or ((device.type != "cuda" or i % 8 == 7) and bool(done.all())):
+        if i == N - 1 or ((device.type != "cuda" or i % 8 == 7) and bool((done | bad).all())):
             if i < N - 1:
                 out[:, i + 1:] = last[:, None]
             break
@@ -142,6 +144,11 @@ def ar_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_i
         logits = model(tok[:, None], positions[:, c:c + 1], cache, None,
                        valid[:, :c + 1] if padded else None)[:, -1]
 
+    if bool(bad.any()):
+        from dllm.errors import NumericError
+
+        raise NumericError(f"the model's logits hold NaN or infinity (request {int(bad.int().argmax())}); its "
+                           "weights are broken or overflow in this dtype (try dtype float32 or bfloat16).")
     answers = out.tolist()
     stop_set = set(stop.tolist())
     results = []

@@ -91,6 +91,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     propose_kw = dict(remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
                       top_k=params.top_k, style=style, generator=gen, banned=mask_id, kernels=kernels)
     global_step = 0
+    nonfinite = None      # [B] bool on the device: rows whose logits held NaN/inf (read once per block)
     for b, steps in enumerate(steps_per_block(params.total_steps, params.num_blocks)):
         blk = canvas.block_slice(b * bl, bl)
         sched.begin_block((x[:, blk] == mask_id).sum(1).tolist(), steps)
@@ -150,6 +151,9 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 masked = masked & ~fill[:, None]
                 st.masked = masked
             commit = sched.select(st) & masked
+            # ---- engine invariants, whatever the scheduler returned (issue 19; port as one piece) ----
+            commit, bad = _guard(commit, masked, scores, raw, plan, params.remasking)
+            nonfinite = bad if nonfinite is None else nonfinite | bad
             if constraint is not None:   # a CFG vets the commits (reject and re-pick); DINGO's are valid
                 commit, tokens = constraint.select(commit, tokens, scores, x, blk)
             x[:, blk] = torch.where(commit, tokens, x[:, blk])
@@ -161,6 +165,8 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             if params.trace:
                 _record(results, active, before, x, scores, blk, P, global_step, b, mask_id)
             global_step += 1
+        if nonfinite is not None and bool(nonfinite.any()):   # one host read per block (issue 19)
+            _refuse_nonfinite(nonfinite, active)
         if constraint is not None:
             constraint.finish_block(x, blk)
         answer = x[:, P:]
@@ -175,6 +181,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             if constraint is not None:
                 constraint.keep_rows(keep)
             rows, x, valid, pos = rows[keep], x[keep], valid[keep], pos[keep]
+            nonfinite = nonfinite[keep] if nonfinite is not None else None
     else:
         _write_back(canvas, rows, x)
     for r in results:
@@ -183,6 +190,37 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     for r, res in enumerate(results):
         res.answer = answers[r]
     return results
+
+
+# ---- engine invariants (issue 19) -----------------------------------------------------------------
+# Kept together so that the request-level step machine can take them over as one piece: a
+# scheduler's commit is completed so that every row with a masked slot commits at least one (a
+# scheduler whose rule keeps nothing, e.g. on NaN scores, would otherwise loop for ever), and rows
+# whose logits hold NaN/inf are flagged on the device and refused once per block.
+
+def _guard(commit, masked, scores, raw, plan, remasking: str):
+    """commit, masked, scores [B, W]; raw [B, W, V] logits; plan: the fixed scheduler's per-row counts or
+    None -> (commit with each due row's best masked slot added where it committed nothing, [B] bool rows
+    whose masked slots have non-finite scores, or non-finite logits for remasking="random")."""
+    from dllm.schedulers.base import best_slot
+
+    due = masked.any(1)
+    if plan is not None and not all(k > 0 for k in plan):   # a fixed schedule may plan 0 for a row
+        due = due & torch.tensor([k > 0 for k in plan], device=due.device)
+    commit = commit | (best_slot(scores.nan_to_num(nan=-1.0), masked) & (due & ~commit.any(1))[:, None])
+    if remasking == "random":   # random scores do not show the logits: look at them (max: NaN/inf/all -inf)
+        bad = ~torch.isfinite(raw.amax(-1)) & masked
+    else:
+        bad = torch.isnan(scores) & masked
+    return commit, bad.any(1)
+
+
+def _refuse_nonfinite(nonfinite, active):
+    from dllm.errors import NumericError
+
+    r = active[int(nonfinite.int().argmax())]
+    raise NumericError(f"the model's logits hold NaN or infinity (request {r}); its weights are broken or overflow "
+                       "in this dtype (try dtype float32 or bfloat16).")
 
 
 def _fill_after_stop(x, P, stop, mask_id):
