@@ -57,7 +57,7 @@ class LLM:
         from dllm.models.packing import pack_linears, resolve_pack
         from dllm.tokenizer import Tokenizer
 
-        self.path = Path(model)
+        self.path = Path(_model_path(model))
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.kernels = resolve_kernels(kernels, self.device)
@@ -145,6 +145,11 @@ class LLM:
             raise PromptError("a template is a non-empty list of fixed strings and positive gap lengths.")
         if self.tokenizer is None:
             raise TokenizerError(f"{str(self.path)!r} has no tokenizer files, so a template's text cannot be encoded.")
+        gaps = sum(p for p in tpl if not isinstance(p, str))
+        if gaps > n:   # checked before any list is built: a gap of 10**9 must not allocate
+            raise PromptError(f"the template's gaps need {gaps} answer tokens but max_new_tokens is {n}.")
+        if not self.stop_ids:
+            raise PromptError("a template needs an end-of-sequence token after its last part, and this model has none.")
         slots = []
         for part in tpl:
             slots += self.tokenizer.encode(part, add_special_tokens=False) if isinstance(part, str) \
@@ -189,12 +194,14 @@ class LLM:
 
         on_step: for tools (e.g. train-filter), called with every engine step (schedulers.base.Step);
         for autoregressive models on_step(i, tokens [B], done [B]) after every token (streaming).
+        Every request is checked (prompts encoded, templates built, constraints compiled, memory
+        estimated) before any of them runs.
         """
-        from dllm.engine.diffusion import diffusion_generate
-
-        params = params or SamplingParams()
+        params = SamplingParams() if params is None else params
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)):
+            raise PromptError(f"prompts must be a string, a dict or a list of them, got {type(prompts).__name__}.")
         prompts = list(prompts)
         if not prompts:
             raise PromptError("the prompt list is empty; give at least one prompt.")
@@ -204,17 +211,27 @@ class LLM:
             groups: dict = {}
             for i, p in enumerate(params):
                 groups.setdefault(_key(p), []).append(i)
+            jobs = [(idx, self._prepare([prompts[i] for i in idx], params[idx[0]], apply_chat_template))
+                    for idx in groups.values()]          # all checked before any runs
             outs = [None] * len(prompts)
-            for idx in groups.values():
-                for i, o in zip(idx, self.generate([prompts[i] for i in idx], params[idx[0]],
-                                                   apply_chat_template=apply_chat_template, on_step=on_step)):
+            for idx, job in jobs:
+                for i, o in zip(idx, self._run(job, on_step)):
                     outs[i] = o
             return outs
         if not isinstance(params, SamplingParams):
-            raise DllmError("params must be a SamplingParams.")
+            raise DllmError(f"params must be a SamplingParams, got {type(params).__name__}.")
+        return self._run(self._prepare(prompts, params, apply_chat_template), on_step)
+
+    def _prepare(self, prompts: list, params: SamplingParams, apply_chat_template: bool) -> dict:
+        """Everything about one batch that can fail before decoding: prompts, templates, constraint,
+        context length and memory."""
         ids = [self._encode(p, apply_chat_template) for p in prompts]
         answers = [self._template(p, params.max_new_tokens) for p in prompts]
         templated = any(a is not None for a in answers)
+        if templated and self.args.causal:
+            from dllm.errors import UnsupportedError
+
+            raise UnsupportedError("templates (infilling) need a diffusion model; this model is autoregressive.")
         draft = self._apd_draft(params, templated) if params.scheduler == "apd" else None
         dfa = self._compile(params, templated)
         longest = max(len(i) for i in ids)
@@ -222,34 +239,56 @@ class LLM:
             raise PromptError(
                 f"prompt ({longest} tokens) + answer ({params.max_new_tokens}) exceeds the model's context "
                 f"of {self.args.max_seq_len} tokens.")
+        if dfa is not None and not templated and hasattr(dfa, "dist") and int(dfa.dist[dfa.start]) > params.max_new_tokens:
+            from dllm.errors import ConstraintError
+
+            raise ConstraintError(f"no answer of at most {params.max_new_tokens} tokens satisfies the "
+                                  "constraint; allow more tokens or relax the constraint.")
+        self._check_memory(len(ids), longest + params.max_new_tokens, params)
+        return dict(prompts=prompts, ids=ids, answers=answers if templated else None, params=params, draft=draft,
+                    dfa=dfa)
+
+    def _check_memory(self, batch: int, length: int, params: SamplingParams) -> None:
+        """The canvas, KV cache, logits and activations of a batch, estimated and checked against the
+        available memory before any of them is allocated (dllm/limits.py)."""
+        from dllm.errors import InvalidParamsError
+        from dllm.limits import require_memory
+
+        a, elem = self.args, torch.empty((), dtype=self.dtype).element_size()
+        rows = batch * (2 if params.cfg_scale > 0 else 1)
+        kv = 2 * a.n_layers * rows * a.n_kv_heads * length * a.head_dim * elem \
+            if (params.cache != "none" or a.causal) else 0
+        canvas = batch * length * 17                                      # ids, positions (int64), validity
+        query = 1 if a.causal else min(params.block, length) if params.cache != "none" else length
+        logits = rows * query * a.vocab_size * 4 * 3                      # float32 logits and their copies
+        acts = rows * (query if params.cache != "none" else length) * (4 * a.dim + 3 * a.intermediate_size) * elem
+        require_memory(kv + canvas + logits + acts, self.device,
+                       f"decoding {batch} request(s) of {length} tokens ({params.cache} cache)",
+                       error=InvalidParamsError)
+
+    def _run(self, job: dict, on_step) -> list:
+        from dllm.engine.diffusion import diffusion_generate
+
+        ids, params, dfa = job["ids"], job["params"], job["dfa"]
         t0 = time.perf_counter()
         if self.args.causal:   # autoregressive models: one token per forward (engine/autoregressive.py)
             from dllm.engine.autoregressive import ar_generate
-            from dllm.errors import UnsupportedError
 
-            if templated:
-                raise UnsupportedError("templates (infilling) need a diffusion model; this model is autoregressive.")
             mask_fn = None
             if dfa is not None:   # the same compiled DFA, as a token mask per step
                 from dllm.constraints.runtime import ARMask
 
                 mask_fn = ARMask(dfa, self.stop_ids, params.max_new_tokens, len(ids), self.device)
-                if int(dfa.dist[dfa.start]) > params.max_new_tokens:
-                    from dllm.errors import ConstraintError
-
-                    raise ConstraintError(f"no answer of at most {params.max_new_tokens} tokens satisfies the "
-                                          "constraint; allow more tokens or relax the constraint.")
             rows = ar_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id, token_mask_fn=mask_fn,
                                on_token=on_step)
-        elif draft is not None:   # APD: a second, autoregressive model checks the drafts (engine/apd.py)
+        elif job["draft"] is not None:   # APD: a second, autoregressive model checks the drafts (engine/apd.py)
             from dllm.engine.apd import apd_generate
 
-            rows = apd_generate(self.model, self.args, draft, ids, params, self.stop_ids, self.pad_id)
+            rows = apd_generate(self.model, self.args, job["draft"], ids, params, self.stop_ids, self.pad_id)
         else:
             rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
                                       model_path=str(self.path), on_step=on_step, dfa=dfa,
-                                      answers=answers if templated else None, kernels=self.kernels,
-                                      graphs=self.graphs)
+                                      answers=job["answers"], kernels=self.kernels, graphs=self.graphs)
         elapsed = time.perf_counter() - t0
         return [self._output(p, r, params, elapsed) for p, r in zip(ids, rows)]
 
@@ -297,6 +336,23 @@ class LLM:
             trace=row.trace, cache_bytes=row.cache_bytes)
         return RequestOutput(text=text, token_ids=answer, prompt_token_ids=list(prompt_ids), stats=stats,
                              finish_reason=reason)
+
+
+def _model_path(model) -> str:
+    """LLM's model argument: a path (str or os.PathLike), or "default" for the model shipped in models/."""
+    import os
+
+    from dllm.default_model import resolve_model
+    from dllm.errors import ModelLoadError
+
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelLoadError(f"model must be a path to a checkpoint directory or .gguf file (or 'default'), got "
+                             f"{type(model).__name__}.")
+    path = os.fsdecode(os.fspath(model))
+    path = resolve_model(path) if path == "default" else path
+    if "\x00" in str(path):
+        raise ModelLoadError("the model path holds a NUL character.")
+    return path
 
 
 def _same_vocab(a, b) -> bool:
