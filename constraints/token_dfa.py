@@ -149,14 +149,16 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _slices(parts: list, size: int = 1 << 21):
+def _slices(parts: list, size: int = 1 << 21, budget: Budget | None = None, what: str = ""):
     """The triples of `parts` in slices of at most `size`, so that int64 temporaries stay small."""
     for o, u, q in parts:
         for a in range(0, len(o), size):
+            if budget is not None:
+                budget.tick(what)
             yield o[a:a + size], u[a:a + size], q[a:a + size]
 
 
-def _classes(parts: list, n: int, U: int):
+def _classes(parts: list, n: int, U: int, budget: Budget | None = None, what: str = ""):
     """Group the strings u by their transition column over the n byte states.
 
     parts: (o, u, q) triples from _walk_all (from state o, string u leads to q). Returns (class of
@@ -169,7 +171,7 @@ def _classes(parts: list, n: int, U: int):
     mult = rng.integers(1, 1 << 26, size=(2, 2, n + 1), dtype=np.int64)   # [round, (A, B), state]
     nnz = np.zeros(U, np.int64)
     sums = np.zeros((2, U))
-    for o, u, q in _slices(parts):
+    for o, u, q in _slices(parts, budget=budget, what=what):
         nnz += np.bincount(u, minlength=U)
         for k in range(2):        # r = A[o] * B[q] mod 2^26: a bilinear hash of the pair (o, q)
             r = ((mult[k, 0][o] * mult[k, 1][q]) & ((1 << 26) - 1)).astype(np.float64)
@@ -204,7 +206,7 @@ def _classes(parts: list, n: int, U: int):
 def _token_dfa(bd: _ByteDFA, trie: _Trie, pattern: str, budget: Budget | None = None) -> dict:
     """The token DFA's arrays (n_states, start, token_class, trans, accept, dist) of byte DFA bd."""
     parts = _walk_all(bd, trie, budget, f"running the vocabulary through {_show(pattern)}")
-    cls, trans = _classes(parts, bd.n, trie.n_strings)  # trans [n_byte_states, C]
+    cls, trans = _classes(parts, bd.n, trie.n_strings, budget, f"grouping the tokens of {_show(pattern)}")
     # The token-level graph on byte states, read off the small class table: keep the states that a
     # token sequence reaches from the start and that can still reach acceptance.
     src, c = np.nonzero(trans >= 0)
