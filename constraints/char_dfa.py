@@ -250,6 +250,8 @@ def determinise(nfa: _NFA, start: int, end: int, what: str) -> CharDFA:
     budget, i = nfa.budget, 0
     while i < len(order):
         S = order[i]
+        if i % 64 == 0:
+            budget.tick(what)
         if end in S:
             finals.add(i)
         moves: dict = {}

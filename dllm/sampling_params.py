@@ -198,39 +198,49 @@ def _type_of(hint):
 
 
 def _check_types(p) -> None:
-    """Every field against its annotation: int (not bool), float (finite; ints accepted), bool, str,
-    tuple (a list is accepted), dict; Optional[...] also takes None. Normalises in place: numbers to
-    int/float, lists to tuples, `stop` from one string, paths to str, `seed` mod 2**64."""
-    hints = _hints()
-    for f in fields(p):
-        v = getattr(p, f.name)
-        kind, optional = _type_of(hints[f.name])
-        if f.name == "stop" and (v is None or isinstance(v, str)):
+    """Every field of p against its annotation, normalised in place (check_fields)."""
+    for name, v in check_fields({f.name: getattr(p, f.name) for f in fields(p)}).items():
+        object.__setattr__(p, name, v)
+
+
+def check_fields(values: dict) -> dict:
+    """Field values checked against their annotations: int (not bool), float (finite; ints accepted),
+    bool, str, tuple (a list is accepted), dict; Optional[...] also takes None. Returns them
+    normalised: numbers to int/float, lists to tuples, `stop` from one string, paths to str, `seed`
+    mod 2**64. Tools that take field values as text (dllm eval --sweep) check them here early."""
+    hints, out = _hints(), {}
+    for name, v in values.items():
+        if name not in hints:
+            raise InvalidParamsError(f"{name!r} is not a SamplingParams field.")
+        kind, optional = _type_of(hints[name])
+        if name == "stop" and (v is None or isinstance(v, str)):
             v = () if v is None else (v,)
-        elif f.name == "early_commit_positions" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        elif name == "early_commit_positions" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
             v = (int(v),)
-        elif f.name in _PATH_FIELDS and isinstance(v, os.PathLike):
+        elif name in _PATH_FIELDS and isinstance(v, os.PathLike):
             v = os.fspath(v)
         if v is None and optional:
+            out[name] = v
             continue
         if kind is int and isinstance(v, numbers.Integral) and not isinstance(v, bool):
             v = int(v)
         elif kind is float and isinstance(v, numbers.Real) and not isinstance(v, bool):
             v = float(v)
             if not math.isfinite(v):
-                raise InvalidParamsError(f"{f.name} must be a finite number, got {v!r}.")
+                raise InvalidParamsError(f"{name} must be a finite number, got {v!r}.")
         elif kind is tuple and isinstance(v, (list, tuple)):
             v = tuple(v)
         elif not (kind in (bool, str, dict) and isinstance(v, kind)):
-            want = _WANT.get(f.name) or {int: "an integer", float: "a number", bool: "True or False", str: "a string",
-                                         tuple: "a list", dict: "a dict"}.get(kind, kind.__name__)
-            raise InvalidParamsError(f"{f.name} must be {want}{' or None' if optional else ''}, "
+            want = _WANT.get(name) or {int: "an integer", float: "a number", bool: "True or False", str: "a string",
+                                       tuple: "a list", dict: "a dict"}.get(kind, kind.__name__)
+            raise InvalidParamsError(f"{name} must be {want}{' or None' if optional else ''}, "
                                      f"got {type(v).__name__} {_short(v)}.")
-        if f.name == "stop" and not all(isinstance(s, str) for s in v):
+        if name == "stop" and not all(isinstance(s, str) for s in v):
             raise InvalidParamsError("stop must be a string or a list of non-empty strings.")
-        if f.name == "seed":
+        if name == "seed":
             v %= _SEED_MOD
-        object.__setattr__(p, f.name, v)
+        out[name] = v
+    return out
 
 
 def _check_ranges(p) -> None:
