@@ -18,12 +18,28 @@ handles unbounded nesting; this bounds it and reuses the regular machinery.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from dllm.constraints.budget import Budget
 from dllm.errors import ConstraintBudgetError, ConstraintError
 
 DEPTH = 3
+
+
+# Terminal idioms of lark's common.lark (and grammars written like it) whose regex relies on a
+# lookbehind or a lazy quantifier, with the regular expression of the strings lark's lexer takes as
+# one token (re.match of the idiom covers the whole string): the escaped string (a quote, characters
+# other than newline, the first quote not escaped by an odd run of backslashes closes it) and the C
+# comment (closed by the first "*/"). Lookarounds and laziness cannot be compiled to a DFA as such.
+_ESCAPED = re.compile(r'(["\'`])\.\*\?\(\?<!\\\\\)\(\\\\\\\\\)\*\?\1')
+_C_COMMENT = r"/\*(.|\n)*?\*/"
+
+
+def lexer_equivalent(rx: str) -> str:
+    """rx with the idioms above replaced by lookaround-free, eager equivalents."""
+    rx = rx.replace(_C_COMMENT, r"/\*(?:[^*]|\*+[^*/])*\*+/")
+    return _ESCAPED.sub(lambda m: f"{m[1]}(?:[^{m[1]}\\\\\\n]|\\\\[^\\n])*{m[1]}", rx)
 
 
 def load_lark(grammar: str, start: str = "start"):
@@ -33,6 +49,10 @@ def load_lark(grammar: str, start: str = "start"):
         from lark import Lark
     except ImportError:   # pragma: no cover - lark is a dependency
         raise ConstraintError("grammar constraints need the lark package (pip install lark).") from None
+    limit = 4 * Budget().positions     # lark's own compile (not interruptible) takes ~1 s per 25k characters
+    if len(grammar) > limit:
+        raise ConstraintBudgetError(f"the grammar is {len(grammar):,} characters long; grammar constraints take at "
+                                    f"most {limit:,} (raise DLLM_CONSTRAINT_POSITIONS).")
     try:
         parser = Lark(grammar, start=start, parser="earley", lexer="dynamic_complete")
     except Exception as e:   # lark raises LarkError and, for some malformed grammars, plain exceptions
@@ -42,7 +62,7 @@ def load_lark(grammar: str, start: str = "start"):
         if t.pattern.flags:
             raise ConstraintError(f"terminal {t.name} uses regex flags {sorted(t.pattern.flags)}, which grammar "
                                   "constraints do not support.")
-        terminals[t.name] = t.pattern.to_regexp()
+        terminals[t.name] = lexer_equivalent(t.pattern.to_regexp())
     return parser, terminals, "|".join(f"(?:{terminals[n]})" for n in parser.ignore_tokens)
 
 
