@@ -177,11 +177,11 @@ def _is_int(v) -> bool:
 # The interval each numeric field must lie in ("[a, b]", "(a, b)", half-open; inf = unbounded).
 # Types come from the field annotations (_check_types); a new numeric field adds one line here.
 _RANGES = {
-    "max_new_tokens": "[1, inf)", "block_length": "[1, inf)", "steps": "[1, inf)",
+    "max_new_tokens": "[1, inf)", "block_length": "[1, inf)", "steps": "[1, 1048576]",
     "temperature": "[0, inf)", "top_p": "(0, 1]", "top_k": "[1, inf)",
     "eps": "(0, 1)", "cfg_scale": "[0, inf)", "threshold": "[0, 1]", "factor": "(0, inf)",
     "credit_alpha": "[0, inf)", "credit_gamma": "[0, inf)", "credit_beta": "[0, 1]",
-    "filter_threshold": "[0, 1]", "apd_r": "[0, 1]", "apd_window": "[1, inf)", "apd_max_draft": "[1, inf)",
+    "filter_threshold": "[0, 1]", "apd_r": "[0, 1]", "apd_window": "[1, 4096]", "apd_max_draft": "[1, 4096]",
     "refresh_every": "[0, inf)", "refresh_window": "[0, inf)",
 }
 _WANT = {"stop": "a string or a list of strings", "early_commit_positions": "an answer position or a list of them"}
@@ -251,7 +251,7 @@ def _check_ranges(p) -> None:
         lo, hi = (float(x) for x in spec[1:-1].split(","))
         ok = (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
         if not ok:
-            if spec == "[1, inf)" and _is_int(v):
+            if spec.startswith("[1, ") and _is_int(v) and v < 1:
                 want = "a positive integer"
             elif spec.endswith("inf)"):
                 want = f"a number {'>=' if spec[0] == '[' else '>'} {lo:g}" if not _is_int(v) \
