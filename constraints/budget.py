@@ -52,25 +52,33 @@ class Budget:
         self.seconds = float(_limit("seconds", seconds))
         self.deadline = time.monotonic() + self.seconds
         self.used = 0                      # states built so far, all stages together
+        self.exceeded = None               # "states" or "seconds" once a limit was passed
 
-    def spend(self, n: int, what: str) -> None:
-        """Charge n more states (and look at the clock); `what` names the part being built."""
+    def spend(self, n: int, what) -> None:
+        """Charge n more states (and look at the clock); `what` names the part being built (a string,
+        or a function returning one, called only when the budget is exceeded)."""
         self.used += n
         if self.used > self.states:
+            self.exceeded = "states"
             raise ConstraintBudgetError(
-                f"compiling the constraint needs more than {self.states:,} automaton states at {what}; "
+                f"compiling the constraint needs more than {self.states:,} automaton states at {_name(what)}; "
                 f"simplify that part or raise {ENV['states']}.")
         self.tick(what)
 
-    def tick(self, what: str) -> None:
+    def tick(self, what) -> None:
         """Raise once the wall-clock cap has passed."""
         if time.monotonic() > self.deadline:
+            self.exceeded = "seconds"
             raise ConstraintBudgetError(
-                f"compiling the constraint took more than {self.seconds:g} s, at {what}; simplify that part "
-                f"or raise {ENV['seconds']}.")
+                f"compiling the constraint took more than {self.seconds:g} s, at {_name(what)}; simplify that "
+                f"part or raise {ENV['seconds']}.")
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
+
+
+def _name(what) -> str:
+    return what() if callable(what) else what
 
 
 def show(text: str, limit: int = 60) -> str:

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from interegular.fsm import anything_else
+from interegular.patterns import _ALL_STAR, _DOT, Pattern, REFlags, _CharGroup, _Concatenation, _NonCapturing, _Repeated
+
 from dllm.constraints.budget import Budget, show
 from dllm.errors import ConstraintBudgetError, ConstraintError
 
@@ -36,41 +39,50 @@ class CharDFA:
     finals: set
 
 
-# ---- the alphabet: keys = classes of characters every set treats alike -------------------------
+# ---- the tree: flags as ints, children, character sets ---------------------------------------------
 
-def _flags_of(node, flags):
-    from interegular.patterns import Pattern, _combine_flags
+_I, _M, _S = REFlags.CASE_INSENSITIVE.value, REFlags.MULTILINE.value, REFlags.SINGLE_LINE.value
 
-    return _combine_flags(flags, node.added_flags, node.removed_flags) if isinstance(node, Pattern) else flags
+
+def _flags_of(node, flags: int) -> int:
+    """The flags in force inside node (int bits of interegular's REFlags; a Pattern may change them)."""
+    if type(node) is Pattern:
+        return (flags | node.added_flags.value) & ~node.removed_flags.value
+    return flags
 
 
 def _children(node):
     """Sub-patterns of a node (lookarounds' inner patterns included)."""
-    from interegular.patterns import Pattern, _Concatenation, _NonCapturing, _Repeated
-
-    if isinstance(node, Pattern):
+    kind = type(node)
+    if kind is Pattern:
         return list(node.options)
-    if isinstance(node, _Concatenation):
-        return [p.inner if isinstance(p, _NonCapturing) else p for p in node.parts]
-    if isinstance(node, _Repeated):
+    if kind is _Concatenation:
+        return [p.inner if type(p) is _NonCapturing else p for p in node.parts]
+    if kind is _Repeated:
         return [node.base]
     return []
 
 
-def _spec(node, flags):
-    """A character set as (frozenset of characters, negated), or None for a non-leaf."""
-    from interegular.patterns import REFlags, _CharGroup, _DOT
+_SPECS: dict = {}
 
-    if flags & REFlags.MULTILINE:
+
+def _spec(node, flags: int):
+    """A character set as (frozenset of characters, negated), or None for a non-leaf."""
+    kind = type(node)
+    if kind is not _CharGroup and node is not _DOT:
+        return None
+    if flags & _M:
         raise ConstraintError("the regex uses the m (multiline) flag, which constraints do not support.")
-    if isinstance(node, _CharGroup):
-        chars = node.chars
-        if flags & REFlags.CASE_INSENSITIVE:
-            chars = frozenset(v for c in chars for v in (c, c.lower(), c.upper()) if len(v) == 1)
-        return chars, node.negated
     if node is _DOT:
-        return (frozenset(), True) if flags & REFlags.SINGLE_LINE else (frozenset("\n"), True)
-    return None
+        return (frozenset(), True) if flags & _S else (frozenset("\n"), True)
+    if not flags & _I:
+        return node.chars, node.negated
+    key = (node, flags & _I)
+    out = _SPECS.get(key)
+    if out is None:
+        chars = frozenset(v for c in node.chars for v in (c, c.lower(), c.upper()) if len(v) == 1)
+        out = _SPECS.setdefault(key, (chars, node.negated))
+    return out
 
 
 class _Alphabet:
@@ -78,11 +90,8 @@ class _Alphabet:
     no spec names share anything_else's key."""
 
     def __init__(self, tree):
-        from interegular.fsm import anything_else
-        from interegular.patterns import REFlags
-
         specs = {(frozenset(), True): 0}                     # "any character": lookaheads' X.Σ*
-        stack = [(tree, REFlags(0))]
+        stack = [(tree, 0)]
         while stack:
             node, flags = stack.pop()
             flags = _flags_of(node, flags)
@@ -128,8 +137,6 @@ class _NFA:
 
     def build(self, node, flags) -> tuple[int, int]:
         """A fragment (start, end) for node; end has no outgoing edge yet."""
-        from interegular.patterns import Pattern, _Concatenation, _NonCapturing, _Repeated
-
         flags = _flags_of(node, flags)
         spec = _spec(node, flags)
         if spec is not None:
@@ -148,7 +155,7 @@ class _NFA:
                 self.eps[fe].append(e)
             return s, e
         if isinstance(node, _Concatenation):
-            if any(isinstance(p, _NonCapturing) for p in node.parts):
+            if any(type(p) is _NonCapturing for p in node.parts):
                 return self._lookaround(node, flags)
             return self._chain([self.build(p, flags) for p in node.parts])
         if isinstance(node, _Repeated):
@@ -185,8 +192,6 @@ class _NFA:
 
     def _lookaround(self, node, flags) -> tuple[int, int]:
         """A concatenation with lookaheads: seg0 . ((seg1 . (...)) & X1.Σ*), interegular's reading."""
-        from interegular.patterns import _ALL_STAR, _Concatenation, _NonCapturing
-
         if node.prefix_postfix != (0, 0):
             raise ConstraintError(f"the regex {show(self.pattern)} has a lookahead or lookbehind reaching past "
                                   "its group, which constraints do not support.")
@@ -204,7 +209,7 @@ class _NFA:
         dfa = self.sub_dfa(rest, flags)
         for look, seg in zip(reversed(looks), reversed(segments[:-1])):
             cond = self.sub_dfa(_Concatenation((look.inner, _ALL_STAR)), flags)
-            dfa = _product(dfa, cond, negate=look.negate, budget=self.budget, what=render(node))
+            dfa = _product(dfa, cond, negate=look.negate, budget=self.budget, what=lambda: show(render(node)))
             if seg:
                 dfa = self.sub_dfa(_Concatenation(tuple(seg)), flags, then=dfa)
         return self.embed(dfa)
@@ -216,7 +221,7 @@ class _NFA:
             ts, te = self.embed(then)
             self.eps[e].append(ts)
             e = te
-        return determinise(self, s, e, render(node))
+        return determinise(self, s, e, lambda: show(render(node)))
 
     def embed(self, dfa: CharDFA) -> tuple[int, int]:
         """A DFA as an NFA fragment: its states, plus an end reached by epsilon from its finals."""
@@ -232,20 +237,29 @@ class _NFA:
         return ids[dfa.initial], end
 
 
-def determinise(nfa: _NFA, start: int, end: int, what: str) -> CharDFA:
-    """Subset construction from `start`, accepting where `end` is reached; charges nfa.budget."""
+def determinise(nfa: _NFA, start: int, end: int, what) -> CharDFA:
+    """Subset construction from `start`, accepting where `end` is reached; charges nfa.budget.
+
+    A DFA state is the set of *kernel* NFA states (those with a character edge, and `end`) reachable
+    by epsilon moves: the epsilon closure of each NFA state is computed once, and a move's target is
+    the union of its targets' closures (memoised on the raw target set)."""
+    edges, eps = nfa.edges, nfa.eps
+    kernel: dict = {}
+
+    def eclose(s: int) -> frozenset:
+        out = kernel.get(s)
+        if out is None:
+            seen, todo = {s}, [s]
+            while todo:
+                for t in eps[todo.pop()]:
+                    if t not in seen:
+                        seen.add(t)
+                        todo.append(t)
+            out = kernel[s] = frozenset(q for q in seen if edges[q] or q == end)
+        return out
+
     closures: dict = {}
-
-    def closure(states) -> frozenset:
-        out, todo = set(states), list(states)
-        while todo:
-            for t in nfa.eps[todo.pop()]:
-                if t not in out:
-                    out.add(t)
-                    todo.append(t)
-        return frozenset(out)
-
-    first = closure([start])
+    first = eclose(start)
     ids, order, dmap, finals = {first: 0}, [first], {}, set()
     budget, i = nfa.budget, 0
     while i < len(order):
@@ -256,7 +270,7 @@ def determinise(nfa: _NFA, start: int, end: int, what: str) -> CharDFA:
             finals.add(i)
         moves: dict = {}
         for s in S:
-            for keys, t in nfa.edges[s]:
+            for keys, t in edges[s]:
                 for k in keys:
                     moves.setdefault(k, set()).add(t)
         row = {}
@@ -264,7 +278,7 @@ def determinise(nfa: _NFA, start: int, end: int, what: str) -> CharDFA:
             raw = frozenset(targets)
             T = closures.get(raw)
             if T is None:
-                T = closures[raw] = closure(targets)
+                T = closures[raw] = frozenset().union(*map(eclose, raw))
             j = ids.get(T)
             if j is None:
                 j = ids[T] = len(order)
@@ -307,19 +321,19 @@ def _product(a: CharDFA, b: CharDFA, negate: bool, budget: Budget, what: str) ->
 
 def char_dfa(tree, pattern: str, budget: Budget) -> CharDFA:
     """The character DFA of interegular's parse tree `tree` of `pattern`."""
-    from interegular.patterns import REFlags
-
     alpha = _Alphabet(tree)
     nfa = _NFA(alpha, budget, pattern)
     try:
-        s, e = nfa.build(tree, REFlags(0))
-        return determinise(nfa, s, e, render(tree))
+        s, e = nfa.build(tree, 0)
+        return determinise(nfa, s, e, lambda: show(pattern))
     except ConstraintBudgetError:
-        culprit = _culprit(tree, REFlags(0), alpha, budget)
+        culprit = _culprit(tree, 0, alpha, budget)
+        need = (f"needs more than {budget.states:,} DFA states" if budget.exceeded == "states"
+                else f"takes more than {budget.seconds:g} s")
         raise ConstraintBudgetError(
-            f"the regex {show(pattern)} needs more than {budget.states:,} DFA states or {budget.seconds:g} s to "
-            f"compile, in the part {show(culprit)}; simplify that part (nested or overlapping repetitions "
-            "multiply states) or raise DLLM_CONSTRAINT_STATES / DLLM_CONSTRAINT_SECONDS.") from None
+            f"the regex {show(pattern)} {need} to compile, in the part {show(culprit)}; simplify that part (nested "
+            "or overlapping repetitions multiply states) or raise DLLM_CONSTRAINT_STATES / "
+            "DLLM_CONSTRAINT_SECONDS.") from None
 
 
 def _culprit(node, flags, alpha: _Alphabet, budget: Budget) -> str:
@@ -332,7 +346,7 @@ def _culprit(node, flags, alpha: _Alphabet, budget: Budget) -> str:
                                      seconds=max(probe.left(), 1e-3)), "")
             try:
                 s, e = nfa.build(child, flags)
-                determinise(nfa, s, e, "")
+                determinise(nfa, s, e, "a part")
             except ConstraintBudgetError:
                 if probe.left() <= 0:
                     return render(child)
@@ -346,11 +360,7 @@ def _culprit(node, flags, alpha: _Alphabet, budget: Budget) -> str:
 
 def render(node, limit: int = 200) -> str:
     """A regex that reads like the sub-pattern `node` (interegular's tree back to text, shortened)."""
-    from interegular.patterns import Pattern, _Concatenation, _NonCapturing, _Repeated
-
-    from interegular.patterns import REFlags
-
-    spec = _spec(node, REFlags(0)) if not isinstance(node, Pattern) else None
+    spec = _spec(node, 0)
     if spec is not None:
         chars, neg = spec
         if not neg and len(chars) == 1:
@@ -362,7 +372,13 @@ def render(node, limit: int = 200) -> str:
         body = "".join(sorted(chars))[:20]
         return f"[{'^' if neg else ''}{body!s}{'...' if len(chars) > 20 else ''}]"
     if isinstance(node, Pattern):
-        text = "|".join(render(o, limit) for o in node.options)
+        parts, n = [], 0
+        for o in node.options:
+            parts.append(render(o, limit))
+            n += len(parts[-1]) + 1
+            if n > limit:
+                break
+        text = "|".join(parts)
         return text if len(node.options) == 1 else f"(?:{text})"
     if isinstance(node, _Concatenation):
         out = ""

@@ -9,7 +9,7 @@ away from Python internals; this one also keeps it from exhausting memory or tim
   * the rendered text is streamed and capped; a trace function stops rendering at the deadline
     (nested loops over range() or long strings), so a template cannot run for ever.
 Limits: DLLM_TEMPLATE_CHARS (output cap, default 4,000,000 characters plus 8 x the messages' text)
-and DLLM_TEMPLATE_SECONDS (default 10), read when a template renders.
+and DLLM_TEMPLATE_SECONDS (default 5), read when a template renders.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from dllm.errors import TokenizerError
 
 DEFAULT_CHARS = 4_000_000
-DEFAULT_SECONDS = 10.0
+DEFAULT_SECONDS = 5.0
 
 
 class _Stop(Exception):

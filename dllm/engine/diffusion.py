@@ -123,6 +123,8 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 tokens, scores = constraint.restrict(fused, x[:, blk], masked, lambda lg: propose(lg, **propose_kw))
             else:
                 tokens, scores = propose(fused, **propose_kw)
+            bad = _nonfinite(scores, raw, masked, params.remasking)    # issue 19: read once per block
+            nonfinite = bad if nonfinite is None else nonfinite | bad
             for r in active:
                 results[r].nfe += forward_cost
                 results[r].steps += 1
@@ -152,8 +154,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 st.masked = masked
             commit = sched.select(st) & masked
             # ---- engine invariants, whatever the scheduler returned (issue 19; port as one piece) ----
-            commit, bad = _guard(commit, masked, scores, raw, plan, params.remasking)
-            nonfinite = bad if nonfinite is None else nonfinite | bad
+            commit = _at_least_one(commit, masked, scores, plan)
             if constraint is not None:   # a CFG vets the commits (reject and re-pick); DINGO's are valid
                 commit, tokens = constraint.select(commit, tokens, scores, x, blk)
             x[:, blk] = torch.where(commit, tokens, x[:, blk])
@@ -198,21 +199,24 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
 # scheduler whose rule keeps nothing, e.g. on NaN scores, would otherwise loop for ever), and rows
 # whose logits hold NaN/inf are flagged on the device and refused once per block.
 
-def _guard(commit, masked, scores, raw, plan, remasking: str):
-    """commit, masked, scores [B, W]; raw [B, W, V] logits; plan: the fixed scheduler's per-row counts or
-    None -> (commit with each due row's best masked slot added where it committed nothing, [B] bool rows
-    whose masked slots have non-finite scores, or non-finite logits for remasking="random")."""
+def _at_least_one(commit, masked, scores, plan):
+    """commit, masked, scores [B, W]; plan: the fixed scheduler's per-row counts or None -> commit with
+    each due row's best masked slot added where the scheduler committed nothing (a due row: a mask
+    left and, for a fixed schedule, a count > 0 this step)."""
     from dllm.schedulers.base import best_slot
 
     due = masked.any(1)
     if plan is not None and not all(k > 0 for k in plan):   # a fixed schedule may plan 0 for a row
         due = due & torch.tensor([k > 0 for k in plan], device=due.device)
-    commit = commit | (best_slot(scores.nan_to_num(nan=-1.0), masked) & (due & ~commit.any(1))[:, None])
-    if remasking == "random":   # random scores do not show the logits: look at them (max: NaN/inf/all -inf)
-        bad = ~torch.isfinite(raw.amax(-1)) & masked
-    else:
-        bad = torch.isnan(scores) & masked
-    return commit, bad.any(1)
+    return commit | (best_slot(scores.nan_to_num(nan=-1.0), masked) & (due & ~commit.any(1))[:, None])
+
+
+def _nonfinite(scores, raw, masked, remasking: str):
+    """[B] bool: rows whose masked slots have NaN scores (NaN or +inf logits make them NaN), or, for
+    remasking="random" (scores that do not show the logits), whose logits' max is not finite."""
+    if remasking == "random":
+        return (~torch.isfinite(raw.amax(-1)) & masked).any(1)
+    return (torch.isnan(scores) & masked).any(1)
 
 
 def _refuse_nonfinite(nonfinite, active):

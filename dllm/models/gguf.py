@@ -260,7 +260,8 @@ def gguf_args(f: GGUFFile) -> ModelArgs:
     pad = m.get("tokenizer.ggml.padding_token_id")
     return check_args(ModelArgs(
         family=arch,
-        vocab_size=emb.dims[1] if len(emb.dims) == 2 else need("vocab_size"),
+        vocab_size=check_field("token_embd rows", emb.dims[1], *FIELDS["vocab_size"], where=f.path.name)
+        if len(emb.dims) == 2 else need("vocab_size"),
         dim=dim,
         n_layers=need("block_count"),
         n_heads=n_heads,
