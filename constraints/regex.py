@@ -43,7 +43,7 @@ __all__ = ["TokenDFA", "check_regex", "compile_regex", "clear_memory_cache", "pr
            "default_cache_dir", "FORMAT_VERSION", "Budget"]
 
 _MEMORY_CACHE_SIZE = 32
-_CELLS_PER_STATE = 1024     # a token DFA may have at most budget.states * this many table cells
+_CELLS_PER_STATE = 256      # a token DFA may have at most budget.states * this many table cells (64M by default)
 _DFAS: OrderedDict[tuple, TokenDFA] = OrderedDict()
 
 
