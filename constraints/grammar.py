@@ -33,12 +33,12 @@ DEPTH = 3
 # other than newline, the first quote not escaped by an odd run of backslashes closes it) and the C
 # comment (closed by the first "*/"). Lookarounds and laziness cannot be compiled to a DFA as such.
 _ESCAPED = re.compile(r'(["\'`])\.\*\?\(\?<!\\\\\)\(\\\\\\\\\)\*\?\1')
-_C_COMMENT = r"/\*(.|\n)*?\*/"
+_C_COMMENT = re.compile(r"/\\\*\(\.\|(?:\n|\\n)\)\*\?\\\*/")     # newline written raw or as \n
 
 
 def lexer_equivalent(rx: str) -> str:
     """rx with the idioms above replaced by lookaround-free, eager equivalents."""
-    rx = rx.replace(_C_COMMENT, r"/\*(?:[^*]|\*+[^*/])*\*+/")
+    rx = _C_COMMENT.sub(lambda m: r"/\*(?:[^*]|\*+[^*/])*\*+/", rx)
     return _ESCAPED.sub(lambda m: f"{m[1]}(?:[^{m[1]}\\\\\\n]|\\\\[^\\n])*{m[1]}", rx)
 
 
