@@ -259,9 +259,10 @@ class LLM:
         kv = 2 * a.n_layers * rows * a.n_kv_heads * length * a.head_dim * elem \
             if (params.cache != "none" or a.causal) else 0
         canvas = batch * length * 17                                      # ids, positions (int64), validity
-        query = 1 if a.causal else min(params.block, length) if params.cache != "none" else length
+        # the LM head reads the active block's rows (every answer row for early commit's look-ahead)
+        query = 1 if a.causal else params.max_new_tokens if params.scheduler == "early_commit" else params.block
         logits = rows * query * a.vocab_size * 4 * 3                      # float32 logits and their copies
-        acts = rows * (query if params.cache != "none" else length) * (4 * a.dim + 3 * a.intermediate_size) * elem
+        acts = rows * length * (4 * a.dim + 3 * a.intermediate_size) * elem   # one layer of a full forward
         require_memory(kv + canvas + logits + acts, self.device,
                        f"decoding {batch} request(s) of {length} tokens ({params.cache} cache)",
                        error=InvalidParamsError)
