@@ -242,7 +242,7 @@ def determinise(nfa: _NFA, start: int, end: int, what) -> CharDFA:
 
     A DFA state is the set of *kernel* NFA states (those with a character edge, and `end`) reachable
     by epsilon moves: the epsilon closure of each NFA state is computed once, and a move's target is
-    the union of its targets' closures (memoised on the raw target set)."""
+    the union of its targets' closures."""
     edges, eps = nfa.edges, nfa.eps
     kernel: dict = {}
 
@@ -258,7 +258,6 @@ def determinise(nfa: _NFA, start: int, end: int, what) -> CharDFA:
             out = kernel[s] = frozenset(q for q in seen if edges[q] or q == end)
         return out
 
-    closures: dict = {}
     first = eclose(start)
     ids, order, dmap, finals = {first: 0}, [first], {}, set()
     budget, i = nfa.budget, 0
@@ -275,10 +274,7 @@ def determinise(nfa: _NFA, start: int, end: int, what) -> CharDFA:
                     moves.setdefault(k, set()).add(t)
         row = {}
         for k, targets in moves.items():
-            raw = frozenset(targets)
-            T = closures.get(raw)
-            if T is None:
-                T = closures[raw] = frozenset().union(*map(eclose, raw))
+            T = frozenset().union(*map(eclose, targets))
             j = ids.get(T)
             if j is None:
                 j = ids[T] = len(order)

@@ -49,7 +49,7 @@ def load_lark(grammar: str, start: str = "start"):
         from lark import Lark
     except ImportError:   # pragma: no cover - lark is a dependency
         raise ConstraintError("grammar constraints need the lark package (pip install lark).") from None
-    limit = 4 * Budget().positions     # lark's own compile (not interruptible) takes ~1 s per 25k characters
+    limit = Budget().positions         # lark's own compile (not interruptible) takes ~1 s per 25k characters
     if len(grammar) > limit:
         raise ConstraintBudgetError(f"the grammar is {len(grammar):,} characters long; grammar constraints take at "
                                     f"most {limit:,} (raise DLLM_CONSTRAINT_POSITIONS).")
@@ -67,7 +67,7 @@ def load_lark(grammar: str, start: str = "start"):
 
 
 def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH, budget: Budget | None = None) -> str:
-    """The grammar's regex. Past the budget (a regex longer than 20 x budget.positions characters,
+    """The grammar's regex. Past the budget (a regex longer than 10 x budget.positions characters,
     rules nested too deeply for Python's stack, or the wall-clock cap) ConstraintBudgetError names
     the rule being expanded."""
     budget = budget or Budget()
@@ -81,7 +81,7 @@ def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH, bud
 @lru_cache(maxsize=64)
 def _grammar_to_regex(grammar: str, start: str, depth: int, positions: int, seconds: float) -> str:
     budget = Budget(positions=positions, seconds=seconds)
-    limit = 20 * positions
+    limit = 10 * positions
     parser, terminals, ignore = load_lark(grammar, start)
     skip = f"(?:{ignore})*" if ignore else ""
     rules: dict[str, list[list]] = {}

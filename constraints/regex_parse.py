@@ -168,9 +168,9 @@ def _parse(pattern: str, budget: Budget | None = None):
     if not isinstance(pattern, str):
         raise ConstraintError(f"a regex must be a string, got {type(pattern).__name__}.")
     budget = budget or Budget()
-    if len(pattern) > 20 * budget.positions:      # re.compile alone would take seconds
+    if len(pattern) > 10 * budget.positions:      # re.compile alone would take seconds
         raise ConstraintBudgetError(f"the regex {_show(pattern)} is {len(pattern):,} characters long; constraints "
-                                    f"take at most {20 * budget.positions:,} (raise DLLM_CONSTRAINT_POSITIONS).")
+                                    f"take at most {10 * budget.positions:,} (raise DLLM_CONSTRAINT_POSITIONS).")
     try:
         re.compile(pattern)
     except re.error as exc:
