@@ -65,7 +65,9 @@ def load_filter(path, device="cpu") -> tuple[FilterMLP, dict]:
         st = os.stat(path)
     except OSError:
         st = None
-    if st is None or not stat.S_ISREG(st.st_mode):
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ModelLoadError(f"the filter file {str(path)!r} is not a regular file.")
+    if st is None:
         raise ModelLoadError(
             f"scheduler 'learned_filter' needs a trained filter, and there is none at {str(path)!r}; train one "
             "with `dllm train-filter --model DIR --prompts FILE` or pass filter_path.")
