@@ -228,11 +228,13 @@ def check_fields(values: dict) -> dict:
             v = float(v)
             if not math.isfinite(v):
                 raise InvalidParamsError(f"{name} must be a finite number, got {v!r}.")
-        elif kind is tuple and isinstance(v, (list, tuple)):
-            v = tuple(v)
+        elif kind in (tuple, list) and isinstance(v, (list, tuple)):
+            v = kind(v)
+        elif not isinstance(kind, type) or kind not in (int, float, bool, str, dict, tuple, list):
+            pass                   # another annotation (Literal, a class): the field's own check decides
         elif not (kind in (bool, str, dict) and isinstance(v, kind)):
             want = _WANT.get(name) or {int: "an integer", float: "a number", bool: "True or False", str: "a string",
-                                       tuple: "a list", dict: "a dict"}.get(kind, kind.__name__)
+                                       tuple: "a list", list: "a list", dict: "a dict"}[kind]
             raise InvalidParamsError(f"{name} must be {want}{' or None' if optional else ''}, "
                                      f"got {type(v).__name__} {_short(v)}.")
         if name == "stop" and not all(isinstance(s, str) for s in v):
