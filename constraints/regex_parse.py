@@ -149,7 +149,7 @@ def _size(node) -> int:
 
 def _largest(node, limit: int):
     """The innermost sub-pattern whose own size is above limit (node itself when no child is)."""
-    from dllm.constraints.char_dfa import _children
+    from dllm.constraints.pattern_tree import _children
 
     while True:
         big = next((c for c in _children(node) if _size(c) > limit), None)
@@ -190,7 +190,7 @@ def _parse(pattern: str, budget: Budget | None = None):
         raise ConstraintError(f"the regex {_show(pattern)} has a lookahead or lookbehind reaching past "
                               "its ends, which constraints do not support.")
     if size > budget.positions:
-        from dllm.constraints.char_dfa import render
+        from dllm.constraints.pattern_tree import render
 
         part = render(_largest(parsed, budget.positions))
         raise ConstraintBudgetError(
