@@ -28,7 +28,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from dllm.errors import ConstraintError
+from dllm.constraints.budget import Budget
+from dllm.errors import ConstraintBudgetError, ConstraintError
 
 ANY = 256      # an any-byte transition in the linear automaton
 INF = 1 << 30
@@ -37,7 +38,7 @@ INF = 1 << 30
 class _Term:
     """One terminal's byte DFA, with cached transitions on sets of states."""
 
-    def __init__(self, name: str, bd):
+    def __init__(self, name: str, bd, budget=None):
         self.name = name
         n = bd.n
         rows = bd.table[:n].tolist()
@@ -48,6 +49,8 @@ class _Term:
         self.any = succ
         closure = []
         for s in range(n):                       # states reachable from s (s included)
+            if budget is not None and s % 256 == 0:
+                budget.tick(f"terminal {name}")
             seen, todo = {s}, [s]
             while todo:
                 for t in succ[todo.pop()]:
@@ -107,17 +110,21 @@ class _Term:
 class Grammar:
     """A Lark grammar compiled for the check. Symbols: nonterminal i >= 0, terminal t as ~t (< 0)."""
 
-    def __init__(self, text: str, start: str = "start"):
+    def __init__(self, text: str, start: str = "start", budget: Budget | None = None):
         from dllm.constraints.grammar import load_lark
         from dllm.constraints.regex import _byte_dfa, _char_fsm
 
+        budget = budget or Budget()
+        self.max_items = budget.states       # Earley items one check may build (Chart)
         parser, regex, ignore = load_lark(text, start)
         skip = f"(?:{ignore})*" if ignore else ""
 
         def term(name, pattern):
-            fsm, segments = _char_fsm(pattern)
+            fsm, segments = _char_fsm(pattern, budget)
             try:
-                return _Term(name, _byte_dfa(fsm, segments, pattern))
+                return _Term(name, _byte_dfa(fsm, segments, pattern, budget), budget)
+            except ConstraintBudgetError:
+                raise
             except ConstraintError:
                 raise ConstraintError(f"terminal {name} matches no string.") from None
 
@@ -135,37 +142,31 @@ class Grammar:
         if ignore:
             self.terms.append(term("%ignore", f"(?:{ignore})+"))
             self.rules.append((self.root, (nid[start], ~(len(self.terms) - 1))))
-        self._index(len(nts))
+        self._index(len(nts), budget)
 
     @classmethod
-    def from_parts(cls, terms: list, rules: list, n_nonterminals: int, start: int) -> "Grammar":
+    def from_parts(cls, terms: list, rules: list, n_nonterminals: int, start: int,
+                   budget: Budget | None = None) -> "Grammar":
         """A grammar built without lark (constraints/json_schema/grammar.py): terms (_Term), rules
         [(lhs, rhs tuple)] over nonterminals 0..n-1 with terminal t written ~t, and the start symbol."""
         self = cls.__new__(cls)
+        budget = budget or Budget()
+        self.max_items = budget.states
         self.terms = list(terms)
         self.root = n_nonterminals
         self.rules = list(rules) + [(self.root, (start,))]
-        self._index(n_nonterminals)
+        self._index(n_nonterminals, budget)
         return self
 
-    def _index(self, n_nts: int):
+    def _index(self, n_nts: int, budget: Budget | None = None):
         """Rules by left-hand side, fewest bytes per symbol and per rule suffix (shared by both builders)."""
         self.by_lhs = [[] for _ in range(n_nts + 1)]
         for i, (lhs, _) in enumerate(self.rules):
             self.by_lhs[lhs].append(i)
         self.root_rules = frozenset(self.by_lhs[self.root])
-        # minlen: fewest bytes a symbol derives (fixed point); INF for unproductive nonterminals
         self.tmin = [t.remaining(t.start) for t in self.terms]
-        minlen = [INF] * (n_nts + 1)
-        changed = True
-        while changed:
-            changed = False
-            for lhs, rhs in self.rules:
-                v = sum(self.tmin[~s] if s < 0 else minlen[s] for s in rhs)
-                if v < minlen[lhs]:
-                    minlen[lhs], changed = v, True
-        self.minlen = minlen
-        if minlen[self.root] >= INF:
+        self.minlen = self._minlen(n_nts + 1, budget or Budget())
+        if self.minlen[self.root] >= INF:
             raise ConstraintError("the grammar derives no finite string.")
         # suffix minima of every rule: tail[r][d] = fewest bytes rhs[d:] derives
         self.tail = []
@@ -173,13 +174,46 @@ class Grammar:
             acc = [0] * (len(rhs) + 1)
             for d in range(len(rhs) - 1, -1, -1):
                 s = rhs[d]
-                acc[d] = min(INF, acc[d + 1] + (self.tmin[~s] if s < 0 else minlen[s]))
+                acc[d] = min(INF, acc[d + 1] + (self.tmin[~s] if s < 0 else self.minlen[s]))
             self.tail.append(acc)
+
+    def _minlen(self, n: int, budget: Budget) -> list:
+        """Fewest bytes each nonterminal derives (INF: unproductive): a worklist fixed point that
+        re-evaluates only the rules using a symbol whose value dropped (linear for chains of rules)."""
+        minlen = [INF] * n
+        users = [[] for _ in range(n)]
+        for i, (_, rhs) in enumerate(self.rules):
+            for x in set(rhs):
+                if x >= 0:
+                    users[x].append(i)
+        todo, queued = list(range(len(self.rules))), [True] * len(self.rules)
+        steps = 0
+        while todo:
+            i = todo.pop()
+            queued[i] = False
+            steps += 1
+            if steps % 4096 == 0:
+                budget.tick("the grammar's shortest derivations")
+            lhs, rhs = self.rules[i]
+            v = min(INF, sum(self.tmin[~x] if x < 0 else minlen[x] for x in rhs))
+            if v < minlen[lhs]:
+                minlen[lhs] = v
+                for j in users[lhs]:
+                    if not queued[j]:
+                        queued[j] = True
+                        todo.append(j)
+        return minlen
+
+
+def compile_grammar(text: str, start: str = "start", budget: Budget | None = None) -> Grammar:
+    """The compiled grammar (memoised per text and start); ConstraintBudgetError past the budget."""
+    b = budget or Budget()
+    return _compile_grammar(text, start, b.positions, b.states, b.seconds)
 
 
 @lru_cache(maxsize=64)
-def compile_grammar(text: str, start: str = "start") -> Grammar:
-    return Grammar(text, start)
+def _compile_grammar(text: str, start: str, positions: int, states: int, seconds: float) -> Grammar:
+    return Grammar(text, start, Budget(positions=positions, states=states, seconds=seconds))
 
 
 class Text:
@@ -236,7 +270,7 @@ class Chart:
 
     A Text with a tail is charted without its tail loop (the answer ending at the fixed text),
     and ok = the shortest completion fits the tail's budget."""
-    __slots__ = ("g", "text", "sets", "reach", "at_end", "ok")
+    __slots__ = ("g", "text", "sets", "reach", "at_end", "ok", "spent")
 
     def __init__(self, g: Grammar, text: Text, base: "Chart | None" = None):
         if text.budget is not None:
@@ -244,6 +278,7 @@ class Chart:
             loop[-1] = False
             text = Text(text.sym, loop, text.budget)
         self.g, self.text = g, text
+        self.spent = 0       # Earley items this check built: bounded by g.max_items
         self.at_end = {}     # (position, terminal) -> DFA states of a run still alive at the end
         sym, loop = text.sym, text.loop
         n = len(sym)
@@ -317,6 +352,12 @@ class Chart:
             if it in items:
                 continue
             items.add(it)
+            self.spent += 1
+            if self.spent > g.max_items:
+                raise ConstraintBudgetError(
+                    f"checking the grammar constraint needs more than {g.max_items:,} Earley items for one "
+                    "candidate answer (a highly ambiguous grammar); simplify the grammar, shorten the answer or "
+                    "raise DLLM_CONSTRAINT_STATES.")
             r, d, o = it
             lhs, rhs = rules[r]
             if d == len(rhs):                      # complete lhs over (o, k)

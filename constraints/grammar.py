@@ -18,11 +18,28 @@ handles unbounded nesting; this bounds it and reuses the regular machinery.
 """
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from dllm.errors import ConstraintError
+from dllm.constraints.budget import Budget
+from dllm.errors import ConstraintBudgetError, ConstraintError
 
 DEPTH = 3
+
+
+# Terminal idioms of lark's common.lark (and grammars written like it) whose regex relies on a
+# lookbehind or a lazy quantifier, with the regular expression of the strings lark's lexer takes as
+# one token (re.match of the idiom covers the whole string): the escaped string (a quote, characters
+# other than newline, the first quote not escaped by an odd run of backslashes closes it) and the C
+# comment (closed by the first "*/"). Lookarounds and laziness cannot be compiled to a DFA as such.
+_ESCAPED = re.compile(r'(["\'`])\.\*\?\(\?<!\\\\\)\(\\\\\\\\\)\*\?\1')
+_C_COMMENT = re.compile(r"/\\\*\(\.\|(?:\n|\\n)\)\*\?\\\*/")     # newline written raw or as \n
+
+
+def lexer_equivalent(rx: str) -> str:
+    """rx with the idioms above replaced by lookaround-free, eager equivalents."""
+    rx = _C_COMMENT.sub(lambda m: r"/\*(?:[^*]|\*+[^*/])*\*+/", rx)
+    return _ESCAPED.sub(lambda m: f"{m[1]}(?:[^{m[1]}\\\\\\n]|\\\\[^\\n])*{m[1]}", rx)
 
 
 def load_lark(grammar: str, start: str = "start"):
@@ -32,6 +49,10 @@ def load_lark(grammar: str, start: str = "start"):
         from lark import Lark
     except ImportError:   # pragma: no cover - lark is a dependency
         raise ConstraintError("grammar constraints need the lark package (pip install lark).") from None
+    limit = Budget().positions         # lark's own compile (not interruptible) takes ~1 s per 25k characters
+    if len(grammar) > limit:
+        raise ConstraintBudgetError(f"the grammar is {len(grammar):,} characters long; grammar constraints take at "
+                                    f"most {limit:,} (raise DLLM_CONSTRAINT_POSITIONS).")
     try:
         parser = Lark(grammar, start=start, parser="earley", lexer="dynamic_complete")
     except Exception as e:   # lark raises LarkError and, for some malformed grammars, plain exceptions
@@ -41,12 +62,26 @@ def load_lark(grammar: str, start: str = "start"):
         if t.pattern.flags:
             raise ConstraintError(f"terminal {t.name} uses regex flags {sorted(t.pattern.flags)}, which grammar "
                                   "constraints do not support.")
-        terminals[t.name] = t.pattern.to_regexp()
+        terminals[t.name] = lexer_equivalent(t.pattern.to_regexp())
     return parser, terminals, "|".join(f"(?:{terminals[n]})" for n in parser.ignore_tokens)
 
 
+def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH, budget: Budget | None = None) -> str:
+    """The grammar's regex. Past the budget (a regex longer than 10 x budget.positions characters,
+    rules nested too deeply for Python's stack, or the wall-clock cap) ConstraintBudgetError names
+    the rule being expanded."""
+    budget = budget or Budget()
+    try:
+        return _grammar_to_regex(grammar, start, depth, budget.positions, budget.seconds)
+    except RecursionError:
+        raise ConstraintBudgetError("the grammar's rules nest too deeply to unroll into a regex; use "
+                                    "grammar_mode='cfg'.") from None
+
+
 @lru_cache(maxsize=64)
-def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH) -> str:
+def _grammar_to_regex(grammar: str, start: str, depth: int, positions: int, seconds: float) -> str:
+    budget = Budget(positions=positions, seconds=seconds)
+    limit = 10 * positions
     parser, terminals, ignore = load_lark(grammar, start)
     skip = f"(?:{ignore})*" if ignore else ""
     rules: dict[str, list[list]] = {}
@@ -96,7 +131,13 @@ def grammar_to_regex(grammar: str, start: str = "start", depth: int = DEPTH) -> 
                 return None if b is None else (b if r is None else f"(?:{r})*(?:{b})")
         if stack.count(name) >= depth:
             return None
-        return alt(seq(e, inner) for e in exps)
+        budget.tick(f"rule {name}")
+        out = alt(seq(e, inner) for e in exps)
+        if out is not None and len(out) > limit:
+            raise ConstraintBudgetError(
+                f"the grammar's rule {name} unrolls to a regex of more than {limit:,} characters in "
+                "grammar_mode='regex'; use grammar_mode='cfg' or raise DLLM_CONSTRAINT_POSITIONS.")
+        return out
 
     body = rule(start, ())
     if body is None:

@@ -137,8 +137,16 @@ def _token_ids(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: <what> (see dllm COMMAND --help)` on stderr, exit 2,
+    instead of the usage dump (subcommand parsers are made of the same class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dllm", description="Inference for masked-diffusion LLMs (LLaDA, Dream).")
+    parser = Parser(prog="dllm", description="Inference for masked-diffusion LLMs (LLaDA, Dream).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     gen = sub.add_parser("generate", help="generate answers to prompts",
                          description="Generate an answer per prompt. Answers go to stdout, progress to stderr.")
@@ -185,18 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _sampling_params(args) -> SamplingParams:
     kw = {f.name: getattr(args, f.name) for f in dataclasses.fields(SamplingParams)
           if getattr(args, f.name, None) is not None}
+    from dllm.limits import read_file
+
     if "json_schema" in kw:
+        text = read_file(kw["json_schema"], "the JSON schema")      # a regular file under the size cap
         try:
-            kw["json_schema"] = json.loads(Path(kw["json_schema"]).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DllmError(f"cannot read the JSON schema {args.json_schema!r}: {e}") from None
+            kw["json_schema"] = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise DllmError(f"the JSON schema {args.json_schema!r} is not valid JSON: {e}") from None
         if not isinstance(kw["json_schema"], dict):
             raise DllmError(f"the JSON schema in {args.json_schema!r} is not a JSON object.")
     if "grammar" in kw:
-        try:
-            kw["grammar"] = Path(kw["grammar"]).read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise DllmError(f"cannot read the grammar {args.grammar!r}: {e}") from None
+        kw["grammar"] = read_file(kw["grammar"], "the grammar")
     if getattr(args, "show_steps", False):
         kw["trace"] = True
     return SamplingParams(**kw)
@@ -206,11 +214,16 @@ def cmd_generate(args) -> int:
     from dllm.default_model import resolve_model
 
     args.model = resolve_model(args.model)   # no --model, or 'default': the model shipped in models/
-    stdin = sys.stdin.read().rstrip("\n") if "-" in args.prompts else None
+    stdin = _read_stdin() if "-" in args.prompts else None
     prompts = [stdin if p == "-" else p for p in args.prompts]
     prompts += [{"prompt_token_ids": ids} for ids in args.prompt_ids]
     if not prompts:
         raise DllmError("no prompt given; pass prompt text, '-' to read it from stdin, or --prompt-ids.")
+    for p in prompts:   # invalid UTF-8 in argv or stdin is refused before the (slow) model load
+        if isinstance(p, str) and not p.isascii():
+            from dllm.tokenizer import _refuse_surrogates
+
+            _refuse_surrogates(p)
     params = _sampling_params(args)   # validated before the (slow) model load
     tty = sys.stderr.isatty()
     # Progress is a transient status line on a terminal only; the log lines come after success,
@@ -256,12 +269,25 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _read_stdin() -> str:
+    """The prompt given as '-': stdin, at most limits.TEXT_BYTES, UTF-8 (surrogates refused later)."""
+    from dllm.limits import TEXT_BYTES, human
+
+    data = sys.stdin.buffer.read(TEXT_BYTES + 1)
+    if len(data) > TEXT_BYTES:
+        raise DllmError(f"the prompt on stdin is larger than {human(TEXT_BYTES)}, the most dllm reads.")
+    return data.decode("utf-8", errors="surrogateescape").rstrip("\n")
+
+
 def cmd_train_filter(args) -> int:
-    for name in ("block_length", "max_new_tokens", "batch_size", "hidden", "epochs"):
-        if getattr(args, name) <= 0:
-            raise DllmError(f"--{name.replace('_', '-')} must be a positive integer.")
-    if args.lr <= 0:
-        raise DllmError("--lr must be > 0.")
+    from dllm.schedulers.learned_filter import META
+
+    bounds = {**META, "max_new_tokens": (1, 1 << 20), "batch_size": (1, 1 << 16), "epochs": (1, 1 << 20)}
+    for name, (lo, hi) in bounds.items():
+        if not lo <= getattr(args, name) <= hi:
+            raise DllmError(f"--{name.replace('_', '-')} must be an integer in [{lo}, {hi}].")
+    if not 0 < args.lr < float("inf"):
+        raise DllmError("--lr must be a finite number > 0.")
     from dllm.llm import LLM
     from dllm.train_filter import read_prompts, train_filter
 
@@ -347,6 +373,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except DllmError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except MemoryError:   # an allocation the limits did not foresee: one line, not a traceback
+        print("error: out of memory; use a smaller model, batch or max_new_tokens (or set DLLM_MAX_MEMORY).",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -31,3 +31,7 @@ class ConstraintError(InvalidParamsError):
 
 class ConstraintBudgetError(ConstraintError):
     """Compiling a constraint went past its state or time budget (the sentence names the part that blew up)."""
+
+
+class NumericError(DllmError):
+    """The model's logits hold NaN or infinity (broken weights, or an overflow in the chosen dtype)."""

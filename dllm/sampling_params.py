@@ -1,7 +1,11 @@
 """SamplingParams: one frozen dataclass, validated on construction (no torch import here)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+import numbers
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from dllm.errors import InvalidParamsError
@@ -17,11 +21,9 @@ class SamplingParams:
     """How one request is decoded.
 
     The answer has `max_new_tokens` slots, decoded in blocks of `block_length` (None: one
-    block) with `steps` forwards in all (None: one per slot). For LLaDA and Dream
-    `block_length` must divide `max_new_tokens` (refused by the diffusion loop, as LLaDA does);
-    steps are spread evenly over the blocks, the remainder going to the earliest blocks.
-    Block-diffusion models (SDAR, LLaDA2.x, Fast-dLLM v2) align blocks to position 0 instead,
-    so there any block length goes with any answer length.
+    block) with `steps` forwards in all (None: one per slot). `block_length` must divide
+    `max_new_tokens` (refused otherwise, as LLaDA does); steps are spread evenly over the
+    blocks, the remainder going to the earliest blocks.
     """
 
     max_new_tokens: int = 128
@@ -107,115 +109,62 @@ class SamplingParams:
         def bad(msg):
             raise InvalidParamsError(msg)
 
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        elif self.stop is None:
-            object.__setattr__(self, "stop", ())
-        else:
-            object.__setattr__(self, "stop", tuple(self.stop))
-        if not _is_int(self.max_new_tokens) or self.max_new_tokens <= 0:
-            bad(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
-        block = self.block_length if self.block_length is not None else self.max_new_tokens
-        if not _is_int(block) or block <= 0:
-            bad(f"block_length must be a positive integer, got {self.block_length!r}.")
-        if self.steps is not None:
-            if not _is_int(self.steps) or self.steps <= 0:
-                bad(f"steps must be a positive integer, got {self.steps!r}.")
-            if self.steps < -(-self.max_new_tokens // block):
-                bad(f"steps ({self.steps}) is smaller than the number of blocks "
-                    f"({self.max_new_tokens // block}); every block needs at least one step.")
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            bad(f"temperature must be a number >= 0, got {self.temperature!r}.")
-        if self.top_p is not None and not (0 < self.top_p <= 1):
-            bad(f"top_p must be in (0, 1], got {self.top_p!r}.")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
-            bad(f"top_k must be a positive integer, got {self.top_k!r}.")
-        if self.seed is not None and not _is_int(self.seed):
-            bad(f"seed must be an integer, got {self.seed!r}.")
-        from dllm.schedulers import MODES, SCHEDULERS  # torch-free name registry
+        _check_types(self)      # every field: its annotated type, finite floats (generic, below)
+        _check_ranges(self)     # numeric fields: the intervals of _RANGES
+        # block_length need not divide max_new_tokens here: LLaDA/Dream decoding refuses it
+        # (engine/diffusion.py), block-diffusion families align blocks to position 0 and take any length
+        blocks = -(-self.max_new_tokens // self.block)
+        if self.steps is not None and self.steps < blocks:
+            bad(f"steps ({self.steps}) is smaller than the number of blocks ({blocks}); every block needs at "
+                "least one step.")
+        from dllm.schedulers import AUTO, MODES, SCHEDULERS  # torch-free name registry
 
-        if self.scheduler not in SCHEDULERS and self.scheduler not in MODES and self.scheduler != "auto":
-            bad(f"unknown scheduler {self.scheduler!r}; choose auto or one of "
+        if self.scheduler not in SCHEDULERS and self.scheduler not in MODES and self.scheduler != AUTO:
+            bad(f"unknown scheduler {self.scheduler!r}; choose {AUTO} or one of "
                 f"{', '.join(sorted((*SCHEDULERS, *MODES)))}.")
         if self.remasking not in REMASKING:
             bad(f"unknown remasking {self.remasking!r}; choose one of {', '.join(REMASKING)}.")
         if self.schedule not in SCHEDULES:
             bad(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
-        if not (0 < self.eps < 1):
-            bad(f"eps must be in (0, 1), got {self.eps!r}.")
-        if self.cfg_scale < 0:
-            bad(f"cfg_scale must be >= 0, got {self.cfg_scale!r}.")
-        if not (0 <= self.threshold <= 1):
-            bad(f"threshold must be in [0, 1], got {self.threshold!r}.")
-        if not isinstance(self.factor, (int, float)) or self.factor <= 0:
-            bad(f"factor must be a number > 0, got {self.factor!r}.")
-        for name in ("credit_alpha", "credit_gamma"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v < 0:
-                bad(f"{name} must be a number >= 0, got {v!r}.")
-        if not isinstance(self.credit_beta, (int, float)) or not 0 <= self.credit_beta <= 1:
-            bad(f"credit_beta must be in [0, 1], got {self.credit_beta!r}.")
         if self.early_commit_base not in SCHEDULERS or self.early_commit_base == "early_commit":
             bad(f"early_commit_base must be another scheduler ({', '.join(sorted(set(SCHEDULERS) - {'early_commit'}))}), "
                 f"got {self.early_commit_base!r}.")
         if self.early_commit_positions is not None:
             pos = self.early_commit_positions
-            pos = (pos,) if _is_int(pos) else tuple(pos) if isinstance(pos, (list, tuple)) else None
             if not pos or not all(_is_int(i) and 0 <= i < self.max_new_tokens for i in pos):
                 bad(f"early_commit_positions must be answer positions in [0, {self.max_new_tokens}), "
                     f"got {self.early_commit_positions!r}.")
-            object.__setattr__(self, "early_commit_positions", pos)
         th = self.early_commit_thresholds
-        if not isinstance(th, (list, tuple)) or len(th) != 3 or not all(
-                isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in th):
+        if len(th) != 3 or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                                   and t >= 0 for t in th):
             bad(f"early_commit_thresholds must be three numbers >= 0 (early, middle, late), got {th!r}.")
         object.__setattr__(self, "early_commit_thresholds", tuple(float(t) for t in th))
-        if self.filter_path is not None and not isinstance(self.filter_path, str):
-            object.__setattr__(self, "filter_path", str(self.filter_path))
-        if not isinstance(self.filter_threshold, (int, float)) or not 0 <= self.filter_threshold <= 1:
-            bad(f"filter_threshold must be in [0, 1], got {self.filter_threshold!r}.")
-        if self.draft_model is not None and not isinstance(self.draft_model, str):
-            object.__setattr__(self, "draft_model", str(self.draft_model))
         if self.scheduler == "apd" and not self.draft_model:
             bad("scheduler 'apd' needs draft_model, the path of a small autoregressive model with the same tokenizer.")
         if self.draft_model and self.scheduler != "apd":
             bad(f"draft_model selects APD decoding (scheduler 'apd'), not scheduler {self.scheduler!r}.")
-        if not isinstance(self.apd_r, (int, float)) or isinstance(self.apd_r, bool) or not 0 <= self.apd_r <= 1:
-            bad(f"apd_r must be in [0, 1], got {self.apd_r!r}.")
-        for name in ("apd_window", "apd_max_draft"):
-            v = getattr(self, name)
-            if not _is_int(v) or v <= 0:
-                bad(f"{name} must be a positive integer, got {v!r}.")
+        if self.sdar_remasking not in SDAR_REMASKING:
+            bad(f"unknown sdar_remasking {self.sdar_remasking!r}; choose one of {', '.join(SDAR_REMASKING)}.")
         if self.cache not in CACHES:
             bad(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}.")
-        for name in ("refresh_every", "refresh_window"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 0:
-                bad(f"{name} must be an integer >= 0, got {v!r}.")
         if self.grammar_mode not in ("cfg", "regex"):
             bad(f"grammar_mode must be 'cfg' or 'regex', got {self.grammar_mode!r}.")
-        if self.regex is not None and self.json_schema is not None:
-            bad("give either regex or json_schema, not both.")
+        if sum(x is not None for x in (self.regex, self.json_schema, self.grammar)) > 1:
+            bad("give one of regex, json_schema and grammar, not several.")
+        if not all(s for s in self.stop):
+            bad("stop must be a list of non-empty strings.")
         if self.regex is not None:
-            if not isinstance(self.regex, str):
-                bad(f"regex must be a string, got {type(self.regex).__name__}.")
             from dllm.constraints.regex import check_regex
 
             check_regex(self.regex)
         if self.json_schema is not None:
-            if not isinstance(self.json_schema, dict):
-                bad(f"json_schema must be a dict (a JSON Schema object), got {type(self.json_schema).__name__}.")
-            if not isinstance(self.json_schema_strict, bool):
-                bad(f"json_schema_strict must be True or False, got {self.json_schema_strict!r}.")
             from dllm.constraints.json_schema import plan_schema
 
-            # compiles the schema's grammar once (cached): ConstraintError for what it cannot express
-            plan_schema(self.json_schema, strict=self.json_schema_strict)
+            try:   # compiles the schema's grammar once (cached): ConstraintError for what it cannot express
+                plan_schema(self.json_schema, strict=self.json_schema_strict)
+            except RecursionError:
+                bad("the JSON schema nests too deeply to compile.")
         if self.grammar is not None:
-            if not isinstance(self.grammar, str):
-                bad(f"grammar must be Lark grammar text, got {type(self.grammar).__name__}.")
-            if self.regex is not None or self.json_schema is not None:
-                bad("give one of regex, json_schema and grammar, not several.")
             if self.grammar_mode == "cfg":
                 from dllm.constraints.cfg import compile_grammar
 
@@ -224,18 +173,6 @@ class SamplingParams:
                 from dllm.constraints.grammar import grammar_to_regex
 
                 grammar_to_regex(self.grammar)
-        if not all(isinstance(s, str) and s for s in self.stop):
-            bad("stop must be a list of non-empty strings.")
-        if self.denoising_steps is not None and (not _is_int(self.denoising_steps) or self.denoising_steps <= 0):
-            bad(f"denoising_steps must be a positive integer, got {self.denoising_steps!r}.")
-        if self.sdar_remasking not in SDAR_REMASKING:
-            bad(f"unknown sdar_remasking {self.sdar_remasking!r}; choose one of {', '.join(SDAR_REMASKING)}.")
-        for name in ("sdar_threshold", "eb_threshold"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-                bad(f"{name} must be a number >= 0, got {v!r}.")
-        if not _is_int(self.sub_block_length) or self.sub_block_length <= 0:
-            bad(f"sub_block_length must be a positive integer, got {self.sub_block_length!r}.")
 
     @property
     def num_blocks(self) -> int:
@@ -255,3 +192,111 @@ class SamplingParams:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+# ---- validation as data ---------------------------------------------------------------------------
+
+# The interval each numeric field must lie in ("[a, b]", "(a, b)", half-open; inf = unbounded).
+# Types come from the field annotations (_check_types); a new numeric field adds one line here.
+_RANGES = {
+    "max_new_tokens": "[1, inf)", "block_length": "[1, inf)", "steps": "[1, 1048576]",
+    "temperature": "[0, inf)", "top_p": "(0, 1]", "top_k": "[1, inf)",
+    "eps": "(0, 1)", "cfg_scale": "[0, inf)", "threshold": "[0, 1]", "factor": "(0, inf)",
+    "credit_alpha": "[0, inf)", "credit_gamma": "[0, inf)", "credit_beta": "[0, 1]",
+    "filter_threshold": "[0, 1]", "apd_r": "[0, 1]", "apd_window": "[1, 4096]", "apd_max_draft": "[1, 4096]",
+    "refresh_every": "[0, inf)", "refresh_window": "[0, inf)",
+    "denoising_steps": "[1, 1048576]", "sdar_threshold": "[0, inf)", "eb_threshold": "[0, inf)",
+    "sub_block_length": "[1, inf)",
+}
+_WANT = {"stop": "a string or a list of strings", "early_commit_positions": "an answer position or a list of them"}
+_PATH_FIELDS = ("filter_path", "draft_model")    # str fields that also take a pathlib.Path
+_SEED_MOD = 2 ** 64                               # any integer seed, reduced to torch's range
+
+
+def _type_of(hint):
+    """Optional[X] -> (X, True); X -> (X, False)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union and len(args) == 1:
+        return args[0], True
+    return hint, False
+
+
+def _check_types(p) -> None:
+    """Every field of p against its annotation, normalised in place (check_fields)."""
+    for name, v in check_fields({f.name: getattr(p, f.name) for f in fields(p)}).items():
+        object.__setattr__(p, name, v)
+
+
+def check_fields(values: dict) -> dict:
+    """Field values checked against their annotations: int (not bool), float (finite; ints accepted),
+    bool, str, tuple (a list is accepted), dict; Optional[...] also takes None. Returns them
+    normalised: numbers to int/float, lists to tuples, `stop` from one string, paths to str, `seed`
+    mod 2**64. Tools that take field values as text (dllm eval --sweep) check them here early."""
+    hints, out = _hints(), {}
+    for name, v in values.items():
+        if name not in hints:
+            raise InvalidParamsError(f"{name!r} is not a SamplingParams field.")
+        kind, optional = _type_of(hints[name])
+        if name == "stop" and (v is None or isinstance(v, str)):
+            v = () if v is None else (v,)
+        elif name == "early_commit_positions" and isinstance(v, numbers.Integral) and not isinstance(v, bool):
+            v = (int(v),)
+        elif name in _PATH_FIELDS and isinstance(v, os.PathLike):
+            v = os.fspath(v)
+        if v is None and optional:
+            out[name] = v
+            continue
+        if kind is int and isinstance(v, numbers.Integral) and not isinstance(v, bool):
+            v = int(v)
+        elif kind is float and isinstance(v, numbers.Real) and not isinstance(v, bool):
+            v = float(v)
+            if not math.isfinite(v):
+                raise InvalidParamsError(f"{name} must be a finite number, got {v!r}.")
+        elif kind in (tuple, list) and isinstance(v, (list, tuple)):
+            v = kind(v)
+        elif not isinstance(kind, type) or kind not in (int, float, bool, str, dict, tuple, list):
+            pass                   # another annotation (Literal, a class): the field's own check decides
+        elif not (kind in (bool, str, dict) and isinstance(v, kind)):
+            want = _WANT.get(name) or {int: "an integer", float: "a number", bool: "True or False", str: "a string",
+                                       tuple: "a list", list: "a list", dict: "a dict"}[kind]
+            raise InvalidParamsError(f"{name} must be {want}{' or None' if optional else ''}, "
+                                     f"got {type(v).__name__} {_short(v)}.")
+        if name == "stop" and not all(isinstance(s, str) for s in v):
+            raise InvalidParamsError("stop must be a string or a list of non-empty strings.")
+        if name == "seed":
+            v %= _SEED_MOD
+        out[name] = v
+    return out
+
+
+def _check_ranges(p) -> None:
+    for name, spec in _RANGES.items():
+        v = getattr(p, name)
+        if v is None:
+            continue
+        lo, hi = (float(x) for x in spec[1:-1].split(","))
+        ok = (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
+        if not ok:
+            if spec.startswith("[1, ") and _is_int(v) and v < 1:
+                want = "a positive integer"
+            elif spec.endswith("inf)"):
+                want = f"a number {'>=' if spec[0] == '[' else '>'} {lo:g}" if not _is_int(v) \
+                    else f"an integer >= {lo:g}"
+            else:
+                want = f"in {spec}"
+            raise InvalidParamsError(f"{name} must be {want}, got {v!r}.")
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_HINTS: dict = {}
+
+
+def _hints() -> dict:
+    """The resolved field annotations (computed once)."""
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(SamplingParams))
+    return _HINTS

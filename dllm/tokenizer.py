@@ -22,6 +22,9 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tok
 from tokenizers import Tokenizer as _HFTokenizer
 
 from dllm.errors import TokenizerError
+from dllm.limits import TEXT_BYTES, read_file
+
+TOKENIZER_BYTES = 4 * TEXT_BYTES    # tokenizer.json of 250k-token vocabularies is ~30 MB
 
 # Any of these in a directory means "a tokenizer was meant to be here": missing pieces are then an
 # error, while a directory with none of them is a checkpoint without a tokenizer (returns None).
@@ -50,12 +53,25 @@ _SPECIAL_ATTRS = ("bos_token", "eos_token", "unk_token", "pad_token", "mask_toke
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_file(path, path.name, TOKENIZER_BYTES, error=TokenizerError))
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise TokenizerError(f"{path} is not readable JSON ({exc}).") from None
     if not isinstance(data, dict):
         raise TokenizerError(f"{path} must hold a JSON object.")
     return data
+
+
+def _regular(path: Path) -> None:
+    """A tokenizer file the Rust side reads itself: a regular file under TOKENIZER_BYTES."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise TokenizerError(f"cannot read {path} ({exc.strerror}).") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > TOKENIZER_BYTES:
+        raise TokenizerError(f"{path} is not a regular file of at most {TOKENIZER_BYTES >> 20} MiB.")
 
 
 def _token_text(value, where: str) -> str | None:
@@ -69,6 +85,8 @@ def _token_text(value, where: str) -> str | None:
 
 def _build_qwen2_bpe(directory: Path, config: dict) -> _HFTokenizer:
     """Rebuild Qwen2's fast tokenizer from vocab.json + merges.txt + added_tokens_decoder."""
+    for name in ("vocab.json", "merges.txt"):   # regular files under the cap before the Rust side reads them
+        _regular(directory / name)
     try:
         vocab, merges = models.BPE.read_file(str(directory / "vocab.json"), str(directory / "merges.txt"))
     except Exception as exc:  # the Rust side raises a bare Exception for bad files
@@ -231,7 +249,10 @@ class Tokenizer:
         config = _read_json(config_path) if config_path.is_file() else {}
         if (directory / "tokenizer.json").is_file():
             try:
-                tok = _HFTokenizer.from_file(str(directory / "tokenizer.json"))
+                tok = _HFTokenizer.from_str(read_file(directory / "tokenizer.json", "tokenizer.json",
+                                                      TOKENIZER_BYTES, error=TokenizerError))
+            except TokenizerError:
+                raise
             except Exception as exc:  # corrupt JSON or an unknown component; the message says which
                 raise TokenizerError(f"{directory / 'tokenizer.json'} could not be loaded ({exc}).") from None
         elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
@@ -261,7 +282,7 @@ class Tokenizer:
             template = next((t.get("template") for t in template
                              if isinstance(t, dict) and t.get("name") == "default"), None)
         if template is None and (directory / "chat_template.jinja").is_file():
-            template = (directory / "chat_template.jinja").read_text(encoding="utf-8")
+            template = read_file(directory / "chat_template.jinja", "chat_template.jinja", error=TokenizerError)
         if template is not None and not isinstance(template, str):
             raise TokenizerError(f"the chat_template in {config_path} is not a string.")
         return cls(tok, template_tokens, template)
@@ -298,6 +319,8 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         if not isinstance(text, str):
             raise TokenizerError(f"encode expects a str, got {type(text).__name__}.")
+        if not text.isascii():
+            _refuse_surrogates(text)
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
@@ -325,28 +348,32 @@ class Tokenizer:
         if self._compiled is None:
             # Imported lazily: jinja2 is only needed by callers that use chat templates.
             from jinja2 import TemplateError
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            from dllm.template_sandbox import BoundedSandbox
 
             # Same environment settings as Hugging Face, so templates render byte-identically. The
-            # sandbox matters: a template is data from the checkpoint and must not reach Python.
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                extensions=["jinja2.ext.loopcontrols"])
+            # sandbox matters: a template is data from the checkpoint and must not reach Python, nor
+            # exhaust memory or time (dllm/template_sandbox.py).
+            env = BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
             env.filters["tojson"] = _tojson
             env.globals["raise_exception"] = _raise_from_template
             env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
             try:
                 self._compiled = env.from_string(self.chat_template)
-            except TemplateError as exc:
+            except (TemplateError, RecursionError, MemoryError) as exc:
                 raise TokenizerError(f"the chat template does not compile ({exc}).") from None
         return self._compiled
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         from jinja2 import TemplateError
 
+        from dllm.template_sandbox import render
+
         template = self._template()
+        text = sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
         try:
-            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                   **self._template_tokens)
+            return render(template.environment, template, dict(messages=messages,
+                          add_generation_prompt=add_generation_prompt, **self._template_tokens), 8 * text)
         except (TemplateError, TypeError, ValueError, LookupError, AttributeError) as exc:
             raise TokenizerError(f"the chat template failed to render these messages ({exc}).") from None
 
@@ -354,6 +381,19 @@ class Tokenizer:
         # The rendered text already carries the BOS the template wants; adding special tokens again
         # would prepend a second one for tokenizers whose post-processor inserts BOS.
         return self.encode(self.apply_chat_template(messages, add_generation_prompt), add_special_tokens=False)
+
+
+def _refuse_surrogates(text: str) -> None:
+    """Text with a lone surrogate (what Python makes of invalid UTF-8 in argv or a file read with
+    errors="surrogateescape") is refused, not replaced: it is not Unicode text, and silently replacing
+    it would decode a prompt the user did not write."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        from dllm.errors import PromptError
+
+        raise PromptError(f"the text holds {text[e.start]!a} at character {e.start}, a lone surrogate (invalid "
+                          "UTF-8 in the input); pass valid UTF-8 text.") from None
 
 
 def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):

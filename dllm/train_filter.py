@@ -40,17 +40,19 @@ class Traces:
 
 def read_prompts(path) -> list:
     """One prompt per line; a .jsonl file holds {"prompt": ...} or {"prompt_token_ids": [...]} objects."""
-    try:
-        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise DllmError(f"cannot read the prompts file {str(path)!r}: {e}") from None
+    from dllm.limits import read_file
+
+    lines = [ln for ln in read_file(path, "the prompts file").splitlines() if ln.strip()]
     if not lines:
         raise DllmError(f"the prompts file {str(path)!r} has no prompts.")
     if str(path).endswith(".jsonl"):
         try:
-            return [json.loads(ln) for ln in lines]
-        except json.JSONDecodeError as e:
+            items = [json.loads(ln) for ln in lines]
+        except (json.JSONDecodeError, RecursionError) as e:
             raise DllmError(f"{str(path)!r} is not valid JSON Lines: {e}") from None
+        if not all(isinstance(i, dict) for i in items):
+            raise DllmError(f"every line of {str(path)!r} must be a JSON object such as {{\"prompt\": ...}}.")
+        return items
     return lines
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from dllm.errors import DllmError
 
+MAX_SAMPLES = 1_000_000       # examples per point (and batch size): more is a typo, not an evaluation
+
 
 def add_parser(sub) -> None:
     ev = sub.add_parser("eval", help="parallel-decoding evaluation: accuracy vs tokens per forward",
@@ -52,10 +54,11 @@ def cmd_eval(args) -> int:
     from dllm.evals.runner import Progress, Subject, parse_sweep, run_task
     from dllm.evals.summary import summarize, table
     from dllm.evals.tasks import get_task
+    from dllm.sampling_params import check_fields
 
     for name in ("samples", "batch_size"):
-        if getattr(args, name) <= 0:
-            raise DllmError(f"--{name.replace('_', '-')} must be a positive integer.")
+        if not 0 < getattr(args, name) <= MAX_SAMPLES:
+            raise DllmError(f"--{name.replace('_', '-')} must be an integer in [1, {MAX_SAMPLES:,}].")
     tasks = [t.strip() for t in args.task.split(",") if t.strip()]
     for t in tasks:
         get_task(t)
@@ -68,6 +71,8 @@ def cmd_eval(args) -> int:
     grid = parse_sweep(args.sweep)
     fixed = {k: v for k, v in (("tokens_per_step", args.tokens_per_step), ("threshold", args.threshold)) if v is not None}
     grid = [{**fixed, **p} for p in grid]
+    for point in [base, *grid]:   # every value of its field's type before any model is loaded
+        check_fields({k: v for k, v in point.items() if k != "tokens_per_step"})
     subjects = []
     for m in args.model or ["default"]:
         if m == "oracle":
@@ -85,13 +90,19 @@ def cmd_eval(args) -> int:
                              mode=args.mode, constrain=args.constrain, batch_size=args.batch_size, base=base, shots=args.shots,
                              progress=progress)
     if args.output:
-        with Path(args.output).open("a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        try:
+            with Path(args.output).open("a") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+        except OSError as e:
+            raise DllmError(f"cannot write the rows to {args.output!r}: {e.strerror or e}.") from None
     print(table(rows, summarize(rows)), file=sys.stderr)
     if args.plot:
         from dllm.evals.plot import plot
 
-        plot(rows, args.plot)
+        try:
+            plot(rows, args.plot)
+        except OSError as e:
+            raise DllmError(f"cannot write the plot to {args.plot!r}: {e.strerror or e}.") from None
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0

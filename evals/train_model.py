@@ -236,6 +236,7 @@ def main(args) -> int:
     from dllm.models.transformer import Transformer
     from dllm.tokenizer import Tokenizer
 
+    _check_args(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -347,6 +348,33 @@ def main(args) -> int:
     (out / "training.json").write_text(json.dumps(record, indent=2, default=str))
     print(f"saved {out}: {step} steps, final loss {curve[-1][1]:.4f}, eval {acc}", flush=True)
     return 0
+
+
+def _check_args(args) -> None:
+    """Numbers in range and the --mix / --list-n lists well formed, before anything is built (one
+    sentence each, as every dllm command)."""
+    import math
+
+    from dllm.errors import DllmError
+
+    positive = ("dim", "layers", "heads", "mlp", "vocab", "batch_size", "pool", "workers", "threads", "log_every")
+    for name in positive + ("eval_samples", "eval_every", "warmup", "steps"):
+        v = getattr(args, name)
+        if v is not None and (v < (1 if name in positive else 0) or v > 1 << 40):
+            raise DllmError(f"--{name.replace('_', '-')} must be an integer {'>= 1' if name in positive else '>= 0'}.")
+    for name in ("minutes", "lr", "t_power"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            raise DllmError(f"--{name.replace('_', '-')} must be a finite number > 0.")
+    for item in filter(None, (args.mix or "").split(",")):
+        task, eq, share = item.partition("=")
+        try:
+            ok = bool(eq) and math.isfinite(float(share)) and float(share) >= 0
+        except ValueError:
+            ok = False
+        if not ok or task not in MIX:
+            raise DllmError(f"--mix takes TASK=SHARE items (tasks: {', '.join(MIX)}) with a share >= 0, got {item!r}.")
+    if args.list_n and not all(t.strip().isdigit() and 0 < int(t) <= 64 for t in args.list_n.split(",")):
+        raise DllmError(f"--list-n takes list lengths in [1, 64] separated by commas, got {args.list_n!r}.")
 
 
 def _add_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

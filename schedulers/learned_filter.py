@@ -49,28 +49,63 @@ def save_filter(model: FilterMLP, path, meta: dict):
     save_file(tensors, str(path), metadata={"dllm": json.dumps(info)})
 
 
+# the metadata fields a filter file must carry: type and range (the MLP is built from them)
+META = {"block_length": (1, 4096), "hidden": (1, 65536)}
+MAX_FILE_BYTES = 1 << 30
+
+
 def load_filter(path, device="cpu") -> tuple[FilterMLP, dict]:
+    import os
+    import stat
+
     from safetensors import safe_open
 
     path = Path(path)
-    if not path.is_file():
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ModelLoadError(f"the filter file {str(path)!r} is not a regular file.")
+    if st is None:
         raise ModelLoadError(
             f"scheduler 'learned_filter' needs a trained filter, and there is none at {str(path)!r}; train one "
             "with `dllm train-filter --model DIR --prompts FILE` or pass filter_path.")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ModelLoadError(f"the filter file {str(path)!r} is larger than {MAX_FILE_BYTES >> 20} MiB; it is not a "
+                             "dllm learned filter.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             info = json.loads((f.metadata() or {}).get("dllm", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:   # safetensors raises several types for corrupt files
-        raise ModelLoadError(f"cannot read the filter file {str(path)!r}: {e}") from None
-    if info.get("format") != FORMAT:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            if isinstance(info, dict) and info.get("format") == FORMAT and _meta_ok(info):
+                tensors = {k: f.get_tensor(k) for k in f.keys() if _expected(info).get(k) == shapes[k]}
+    except Exception as e:   # safetensors raises several types for corrupt files; json for bad metadata
+        raise ModelLoadError(f"cannot read the filter file {str(path)!r}: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ModelLoadError(f"{str(path)!r} is not a dllm learned-filter file (no '{FORMAT}' metadata).")
-    model = FilterMLP(int(info["block_length"]), int(info["hidden"]))
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise ModelLoadError(f"the filter file {str(path)!r} does not match its own metadata: {e}") from None
+    if not _meta_ok(info):
+        raise ModelLoadError(f"the filter file {str(path)!r} has metadata block_length={info.get('block_length')!r}, "
+                             f"hidden={info.get('hidden')!r}; both must be integers (block_length <= 4096, "
+                             "hidden <= 65536).")
+    if shapes != _expected(info):
+        raise ModelLoadError(f"the filter file {str(path)!r} does not match its own metadata (its tensors are not "
+                             f"those of a filter for block_length {info['block_length']}, hidden {info['hidden']}).")
+    model = FilterMLP(info["block_length"], info["hidden"])
+    model.load_state_dict(tensors)
     return model.to(device).eval(), info
+
+
+def _meta_ok(info: dict) -> bool:
+    return all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool) and lo <= info[k] <= hi
+               for k, (lo, hi) in META.items())
+
+
+def _expected(info: dict) -> dict:
+    """{tensor name: shape} of a FilterMLP with this metadata (nothing is allocated)."""
+    b, h = info["block_length"], info["hidden"]
+    return {"net.0.weight": (h, 2 * b), "net.0.bias": (h,), "net.2.weight": (h, h), "net.2.bias": (h,),
+            "net.4.weight": (b, h), "net.4.bias": (b,)}
 
 
 class LearnedFilter(Scheduler):

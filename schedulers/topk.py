@@ -20,7 +20,7 @@ class TopK(Scheduler):
         if self.style == "dream":
             self.t = torch.linspace(1, self.params.eps, steps + 1)
         else:
-            self.counts = [[m // steps + (1 if i < m % steps else 0) for i in range(steps)] for m in masked_counts]
+            self.masked = list(masked_counts)       # counts are computed per step: O(rows), not O(rows x steps)
 
     def block_done(self, step):
         return step >= self.steps
@@ -33,7 +33,7 @@ class TopK(Scheduler):
                 frac = 1 - self.t[step + 1] / self.t[step]
                 ks = [int(torch.tensor(float(m)) * frac) for m in self.remaining]
         else:
-            ks = [c[step] for c in self.counts]
+            ks = [m // self.steps + (1 if step < m % self.steps else 0) for m in self.masked]
         ks = [min(k, m) for k, m in zip(ks, self.remaining)]
         self.remaining = [m - k for m, k in zip(self.remaining, ks)]
         return ks

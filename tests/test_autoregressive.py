@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -278,7 +279,7 @@ def test_transformers5_rope_parameters_are_read(tmp_path, llama_dir):
     c = {k: v for k, v in cfg.items() if k not in ("rope_theta", "rope_scaling")}
     c["rope_parameters"] = {"rope_type": "default", "rope_theta": 777.0}
     (tmp_path / "config.json").write_text(json.dumps(c))
-    (tmp_path / "model.safetensors").symlink_to(path / "model.safetensors")
+    shutil.copy(path / "model.safetensors", tmp_path / "model.safetensors")   # a link out of the directory is refused
     assert load_model(tmp_path)[1].rope_theta == 777.0
 
 

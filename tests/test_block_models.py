@@ -77,7 +77,7 @@ def test_configs_parse_published_fields(sdar_dir, fast_dir, llada2_dir):
     ({"score_function": "softmax"}, "sigmoid"),
     ({"partial_rotary_factor": 0.1875}, "partial_rotary_factor"), ({"partial_rotary_factor": 1.5}, "partial_rotary_factor"),
     ({"use_qk_norm": False}, "QK-norm"),
-    ({"num_experts": 0}, "positive integer"),
+    ({"num_experts": 0}, "num_experts=0; it must be an integer in"),
 ])
 def test_llada2_config_refusals(llada2_dir, change, match):
     cfg = {**json.loads((llada2_dir / "config.json").read_text()), **change}

@@ -47,6 +47,7 @@ import torch
 from dllm.engine.request import Decoder
 from dllm.engine.runner import ForwardRow
 from dllm.engine.sampling import filtered, generator
+from dllm.errors import NumericError
 
 
 def mixture(d_logits, ar_logits, r: float, temperature: float):
@@ -124,6 +125,9 @@ class APDDecoder(Decoder):
 
     def _draft(self, d_logits):
         """The diffusion model's marginals -> k drafted tokens (then the checker, or accept at R = 1)."""
+        if not bool(torch.isfinite(d_logits.amax(-1)).all()):
+            raise NumericError("the diffusion model's logits hold NaN or infinity; its weights are broken or "
+                               "overflow in this dtype (try dtype float32 or bfloat16).")
         self.nfe += 1
         self.steps += 1
         T = float(self.p.temperature)
@@ -142,6 +146,9 @@ class APDDecoder(Decoder):
             self._commit(d_logits)     # q = p_D: the checker has no say
 
     def _check(self, a):
+        if not bool(torch.isfinite(a.amax(-1)).all()):
+            raise NumericError("the draft model's logits hold NaN or infinity; its weights are broken or "
+                               "overflow in this dtype (try dtype float32 or bfloat16).")
         V = self.d_logits.shape[-1]
         ar = torch.full((a.shape[0], V), float("-inf"), device=a.device)
         ar[:, :min(V, a.shape[-1])] = a[:, :V]

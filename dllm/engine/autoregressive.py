@@ -9,10 +9,13 @@ order); a constraint masks each step's logits with the tokens that keep the answ
 """
 from __future__ import annotations
 
+import torch
+
 from dllm.engine.request import Decoder
 from dllm.engine.runner import ForwardRow
 from dllm.engine.sampling import choose, generator
 from dllm.engine.windows import _Handle
+from dllm.errors import NumericError
 
 
 class ARDecoder(Decoder):
@@ -43,6 +46,9 @@ class ARDecoder(Decoder):
 
     def advance(self, outs):
         logits = outs[0]                                                      # [1, V]
+        if not bool(torch.isfinite(logits.amax())):
+            raise NumericError(f"the model's logits hold NaN or infinity (token {self.i + 1}); its weights are "
+                               "broken or overflow in this dtype (try dtype float32 or bfloat16).")
         allowed = None if self.mask is None else self.mask.allowed(self.x[self.P:self.P + self.i], self.i)
         tok, scores = choose(logits, self.p.temperature, self.p.top_k, self.p.top_p, self.gen,
                              None if allowed is None else allowed[None])

@@ -24,6 +24,9 @@ def build_request(engine, request_id: str, prompt, params, apply_chat_template: 
                           f"of {m.args.max_seq_len} tokens.")
     end = _end_token(m)
     answer = template(prompt, n, m.tokenizer, m.args.mask_token_id, end, name)
+    if answer is not None and not m.stop_ids:
+        raise PromptError("a template needs an end-of-sequence token after its last part, and this model has none.")
+    check_memory(m, len(ids) + n, params)
     apd = params.scheduler == "apd"
     if m.args.causal:
         if answer is not None:
@@ -64,6 +67,23 @@ def build_request(engine, request_id: str, prompt, params, apply_chat_template: 
     req = Request(request_id, ids, params, dec, TextStream(m.tokenizer, params.stop))
     req.stream_deltas = stream
     return req
+
+
+def check_memory(m, length: int, params) -> None:
+    """What one forward of the request needs besides the weights and its KV-pool columns (the pool has
+    its own budget): a full forward's activations of one layer and the logits of the rows the head reads,
+    estimated before anything is allocated (dllm/limits.py)."""
+    import torch
+
+    from dllm.limits import require_memory
+
+    a, elem = m.args, torch.empty((), dtype=m.dtype).element_size()
+    rows = 2 if params.cfg_scale > 0 else 1
+    query = 1 if a.causal else length if params.scheduler == "early_commit" else min(params.block, length)
+    logits = rows * query * a.vocab_size * 4 * 3                       # float32 logits and their copies
+    acts = rows * length * (4 * a.dim + 3 * a.intermediate_size) * elem   # one layer of a full forward
+    require_memory(logits + acts, m.device, f"decoding a request of {length} tokens ({params.cache} cache)",
+                   error=InvalidParamsError)
 
 
 def _end_token(m) -> int:

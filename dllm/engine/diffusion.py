@@ -19,7 +19,7 @@ from dllm.engine.request import Decoder
 from dllm.engine.runner import ForwardRow
 from dllm.engine.sampling import generator, propose
 from dllm.engine.windows import Windows
-from dllm.errors import DllmError, InvalidParamsError
+from dllm.errors import InvalidParamsError, NumericError
 from dllm.schedulers import get_scheduler
 from dllm.schedulers.base import SchedulerEnv, Step, best_slot
 
@@ -33,6 +33,16 @@ def schedule_style(params, args) -> str:
 def steps_per_block(total: int, blocks: int) -> list[int]:
     # LLaDA requires blocks | steps; dllm spreads a remainder over the earliest blocks
     return [total // blocks + (1 if b < total % blocks else 0) for b in range(blocks)]
+
+
+def check_finite(scores, raw, masked, remasking: str, step: int):
+    """The engine's invariant that a request never decodes from broken logits: NaN or +-inf logits make
+    the masked slots' scores NaN (for remasking="random", whose scores do not show the logits, the
+    logits' max is read instead). One host read of a [1, block] tensor per step."""
+    bad = (~torch.isfinite(raw.amax(-1)) & masked) if remasking == "random" else (torch.isnan(scores) & masked)
+    if bool(bad.any()):
+        raise NumericError(f"the model's logits hold NaN or infinity (step {step}); its weights are broken or "
+                           "overflow in this dtype (try dtype float32 or bfloat16).")
 
 
 class NeedForward(Exception):
@@ -148,9 +158,7 @@ class DiffusionDecoder(Decoder):
             tokens, scores = self._witness(fused, blk, masked)
         else:
             tokens, scores = propose(fused, **self.propose_kw)
-        if not bool(torch.isfinite(scores[masked]).all()):
-            raise DllmError(f"the model's logits hold NaN or infinity (step {self.steps + 1}); the checkpoint's "
-                            "weights or the dtype are broken, so no answer can be decoded.")
+        check_finite(scores, raw, masked, self.p.remasking, self.steps + 1)
         self.nfe += self.cost
         self.steps += 1
         st = Step(index=self.step - 1, forwards=self.steps, logits=raw, tokens=tokens, scores=scores,

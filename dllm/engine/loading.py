@@ -1,7 +1,6 @@
 """A loaded model and what every request reads of it: arguments, tokenizer, stop ids, device choices."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,21 +97,11 @@ def wrap(model, args, tokenizer, name: str) -> Loaded:
 
 
 def _set_stop_ids(m: Loaded):
-    m.stop_ids = set(m.args.eos_token_ids) | _generation_config_eos(m.path)
+    from dllm.models.loader import generation_eos   # typed: a bad eos_token_id there is refused
+
+    m.stop_ids = set(m.args.eos_token_ids) | (generation_eos(m.path, m.args.vocab_size) if m.path.is_dir() else set())
     if m.tokenizer is not None:
         m.stop_ids |= m.tokenizer.stop_token_ids()
     m.stop_ids.discard(m.args.mask_token_id)
     pad = m.args.pad_token_id
     m.pad_id = int(pad) if pad is not None else (min(m.stop_ids) if m.stop_ids else 0)
-
-
-def _generation_config_eos(path: Path) -> set[int]:
-    f = path / "generation_config.json"
-    try:
-        eos = json.loads(f.read_text()).get("eos_token_id") if f.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
-        return set()
-    if eos is None:
-        return set()
-    ids = eos if isinstance(eos, list) else [eos]
-    return {e for e in ids if isinstance(e, int) and not isinstance(e, bool) and e >= 0}

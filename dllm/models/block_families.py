@@ -9,7 +9,7 @@ tokenizer's special tokens, then the family constants below).
 from __future__ import annotations
 
 from dllm.errors import ModelLoadError
-from dllm.models.config import ModelArgs, MoEArgs, _ids, _need, _plain_rope
+from dllm.models.config import FIELDS, ModelArgs, MoEArgs, _get, _ids, _pad, _plain_rope, check_field
 
 # (mask id, eos ids) each family's reference code falls back on: LLaDA2's loops hard-code them
 # (dInfer benchmarks/benchmark.py:84-85), Fast-dLLM v2's generate() defaults (mask_id=151665,
@@ -19,13 +19,25 @@ FAMILY_IDS = {"sdar": (151669, (151643,)), "llada2": (156895, (156892,)), "fast_
 DEFAULT_BLOCK = {"llada2": 32, "fast_dllm": 32}
 
 
-def _pos_int(cfg: dict, key: str, name: str, default=None) -> int:
-    v = cfg.get(key, default)
+# the fields only these families read, in the config field spec's form (kind, interval; models/config.py)
+_FIELDS = {**dict.fromkeys(("block_size", "bd_size", "num_experts", "num_experts_per_tok", "n_group", "topk_group"),
+                           ("int", "[1, 65536]")),
+           "moe_intermediate_size": ("int", "[1, 1048576]"), "num_shared_experts": ("int", "[0, 65536]"),
+           "first_k_dense_replace": ("int", "[0, 4096]"), "routed_scaling_factor": ("float", "(0, 1000000]")}
+
+
+def _field(cfg: dict, key: str, name: str, default=None):
+    """Field `key`, typed and range-checked by the spec; absent -> default, or an error without one."""
+    v = cfg.get(key)
     if v is None:
-        raise ModelLoadError(f"config.json of this {name} checkpoint has no {key!r} field.")
-    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise ModelLoadError(f"config.json has {key}={v!r}; it must be a positive integer.")
-    return v
+        if default is None:
+            raise ModelLoadError(f"config.json of this {name} checkpoint has no {key!r} field.")
+        return default
+    kind, interval = FIELDS.get(key) or _FIELDS[key]
+    return check_field(key, v, kind, interval)
+
+
+_pos_int = _field
 
 
 def _silu(cfg: dict):
@@ -34,8 +46,7 @@ def _silu(cfg: dict):
 
 
 def _mask_id(cfg: dict) -> int:
-    v = cfg.get("mask_token_id")
-    return int(v) if isinstance(v, int) and not isinstance(v, bool) else -1   # -1: resolved by special_ids.py
+    return _get(cfg, "mask_token_id", -1)   # -1: resolved by special_ids.py
 
 
 def _block(cfg: dict, key: str, family: str, name: str) -> int:
@@ -54,12 +65,12 @@ def sdar_args(cfg: dict) -> ModelArgs:
         family="sdar", vocab_size=_pos_int(cfg, "vocab_size", "SDAR"), dim=_pos_int(cfg, "hidden_size", "SDAR"),
         n_layers=_pos_int(cfg, "num_hidden_layers", "SDAR"), n_heads=n_heads,
         n_kv_heads=_pos_int(cfg, "num_key_value_heads", "SDAR", n_heads),
-        intermediate_size=_pos_int(cfg, "intermediate_size", "SDAR"), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        intermediate_size=_pos_int(cfg, "intermediate_size", "SDAR"), norm_eps=float(_get(cfg, "rms_norm_eps", 1e-6)),
         rope_theta=theta, max_seq_len=_pos_int(cfg, "max_position_embeddings", "SDAR", 32768),
-        mask_token_id=_mask_id(cfg), eos_token_ids=_ids(cfg.get("eos_token_id")),
-        pad_token_id=cfg.get("pad_token_id") if isinstance(cfg.get("pad_token_id"), int) else None,
+        mask_token_id=_mask_id(cfg), eos_token_ids=_ids(_get(cfg, "eos_token_id")),
+        pad_token_id=_pad(_get(cfg, "pad_token_id")),
         qkv_bias=bias, o_bias=bias, tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        head_size=_pos_int(cfg, "head_dim", "SDAR", int(_need(cfg, "hidden_size", "SDAR")) // n_heads),
+        head_size=_pos_int(cfg, "head_dim", "SDAR", _pos_int(cfg, "hidden_size", "SDAR") // n_heads),
         qk_norm=True, block_causal=True, block_size=_block(cfg, "block_size", "sdar", "SDAR"),
         sampler="dream", scheduler="sdar")
 
@@ -73,9 +84,9 @@ def _moe_args(cfg: dict, n_layers: int) -> MoEArgs | None:
     m = MoEArgs(
         n_experts=_pos_int(cfg, "num_experts", name), top_k=_pos_int(cfg, "num_experts_per_tok", name),
         n_group=_pos_int(cfg, "n_group", name, 1), topk_group=_pos_int(cfg, "topk_group", name, 1),
-        intermediate_size=_pos_int(cfg, "moe_intermediate_size", name), n_shared=int(cfg.get("num_shared_experts") or 0),
-        first_dense=int(cfg.get("first_k_dense_replace") or 0),
-        routed_scaling=float(cfg.get("routed_scaling_factor", 2.5)), norm_topk=True)
+        intermediate_size=_pos_int(cfg, "moe_intermediate_size", name),
+        n_shared=_field(cfg, "num_shared_experts", name, 0), first_dense=_field(cfg, "first_k_dense_replace", name, 0),
+        routed_scaling=float(_field(cfg, "routed_scaling_factor", name, 2.5)), norm_topk=True)
     per_group = m.n_experts // m.n_group
     if m.n_experts % m.n_group or per_group < 2:
         raise ModelLoadError(f"config.json has {m.n_experts} experts in {m.n_group} groups; each group needs an equal "
@@ -113,10 +124,10 @@ def llada2_args(cfg: dict) -> ModelArgs:
     return ModelArgs(
         family="llada2", vocab_size=_pos_int(cfg, "vocab_size", name), dim=dim, n_layers=n_layers, n_heads=n_heads,
         n_kv_heads=_pos_int(cfg, "num_key_value_heads", name, n_heads), intermediate_size=int(dense or 0),
-        norm_eps=float(cfg.get("rms_norm_eps", 1e-5)), rope_theta=float(cfg.get("rope_theta", 10000.0)),
+        norm_eps=float(_get(cfg, "rms_norm_eps", 1e-5)), rope_theta=float(_get(cfg, "rope_theta", 10000.0)),
         max_seq_len=_pos_int(cfg, "max_position_embeddings", name, 16384), mask_token_id=_mask_id(cfg),
-        eos_token_ids=_ids(cfg.get("eos_token_id")),
-        pad_token_id=cfg.get("pad_token_id") if isinstance(cfg.get("pad_token_id"), int) else None,
+        eos_token_ids=_ids(_get(cfg, "eos_token_id")),
+        pad_token_id=_pad(_get(cfg, "pad_token_id")),
         qkv_bias=bool(cfg.get("use_qkv_bias", False)), o_bias=bool(cfg.get("use_bias", True)),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), head_size=head_dim, qk_norm=True,
         rotary_dim=int(head_dim * factor), fused_qkv=True, block_causal=True,
@@ -126,23 +137,24 @@ def llada2_args(cfg: dict) -> ModelArgs:
 def fast_dllm_args(cfg: dict) -> ModelArgs:
     """Fast-dLLM v2's config.json (Qwen2.5 fields, model_type "Fast_dLLM_Qwen", bd_size)."""
     _silu(cfg)
-    if cfg.get("use_sliding_window") or any(t != "full_attention" for t in cfg.get("layer_types") or []):
+    layer_types = cfg.get("layer_types") or []
+    if cfg.get("use_sliding_window") or not isinstance(layer_types, list) or any(t != "full_attention" for t in layer_types):
         raise ModelLoadError("config.json asks for sliding-window layers; dllm supports only full attention for "
                              "Fast-dLLM v2 models.")
     name = "Fast-dLLM v2"
     theta = _plain_rope(cfg, name)
     dim, n_heads = _pos_int(cfg, "hidden_size", name), _pos_int(cfg, "num_attention_heads", name)
-    if cfg.get("head_dim") is not None and cfg["head_dim"] * n_heads != dim:
+    if _get(cfg, "head_dim") is not None and cfg["head_dim"] * n_heads != dim:
         raise ModelLoadError(f"config.json has head_dim={cfg['head_dim']} with {n_heads} heads and hidden_size {dim}; "
                              "Fast-dLLM v2 (Qwen2) needs head_dim * heads = hidden_size.")
     return ModelArgs(
         family="fast_dllm", vocab_size=_pos_int(cfg, "vocab_size", name), dim=dim,
         n_layers=_pos_int(cfg, "num_hidden_layers", name), n_heads=n_heads,
         n_kv_heads=_pos_int(cfg, "num_key_value_heads", name, n_heads),
-        intermediate_size=_pos_int(cfg, "intermediate_size", name), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        intermediate_size=_pos_int(cfg, "intermediate_size", name), norm_eps=float(_get(cfg, "rms_norm_eps", 1e-6)),
         rope_theta=theta, max_seq_len=_pos_int(cfg, "max_position_embeddings", name, 32768),
-        mask_token_id=_mask_id(cfg), eos_token_ids=_ids(cfg.get("eos_token_id")),
-        pad_token_id=cfg.get("pad_token_id") if isinstance(cfg.get("pad_token_id"), int) else None,
+        mask_token_id=_mask_id(cfg), eos_token_ids=_ids(_get(cfg, "eos_token_id")),
+        pad_token_id=_pad(_get(cfg, "pad_token_id")),
         qkv_bias=True,   # Fast_dLLM_QwenAttention: bias=True on q, k, v whatever the config says; none on o
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)), block_causal=True,
         block_size=_block(cfg, "bd_size", "fast_dllm", name), token_shift=True, sampler="dream",

@@ -1,6 +1,7 @@
 """ModelArgs: one config shape for every family, built from the published config.json fields."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from dllm.errors import ModelLoadError
@@ -66,16 +67,81 @@ class MoEArgs:
     norm_topk: bool              # weights / (sum + 1e-20) when top_k > 1
 
 
+# ---- the field spec -------------------------------------------------------------------------------
+# Every config.json field dllm reads: its kind and the interval it must lie in. The bounds hold every
+# published checkpoint with room to spare; sizes in range whose weights would not fit in memory are
+# refused by the loader's memory check (dllm/limits.py), before anything is allocated.
+_SIZE, _HEADS, _LAYERS, _VOCAB = "[1, 131072]", "[1, 4096]", "[1, 4096]", "[1, 16777216]"
+FIELDS = {
+    **dict.fromkeys(("d_model", "hidden_size"), ("int", _SIZE)),
+    **dict.fromkeys(("n_heads", "num_attention_heads", "n_kv_heads", "num_key_value_heads", "head_dim"),
+                    ("int", _HEADS)),
+    **dict.fromkeys(("n_layers", "num_hidden_layers"), ("int", _LAYERS)),
+    **dict.fromkeys(("mlp_hidden_size", "intermediate_size"), ("int", "[1, 1048576]")),
+    **dict.fromkeys(("vocab_size", "embedding_size"), ("int", _VOCAB)),
+    **dict.fromkeys(("max_sequence_length", "max_position_embeddings"), ("int", "[1, 1099511627776]")),
+    "mlp_ratio": ("float", "(0, 1024]"),
+    "rms_norm_eps": ("float", "(0, 1)"),
+    "rope_theta": ("float", "(0, 1e15]"),
+    "partial_rotary_factor": ("float", "(0, 1]"),
+    "mask_token_id": ("int", "[0, 16777216)"),
+    "pad_token_id": ("int", "[-1, 16777216)"),          # -1: none, as some Llama exports write it
+    "eos_token_id": ("ids", "[0, 16777216)"),
+    **dict.fromkeys(("include_qkv_bias", "weight_tying", "rope_full_precision", "input_emb_norm", "scale_logits",
+                     "tie_word_embeddings", "multi_query_attention", "include_bias", "alibi", "rope",
+                     "use_sliding_window", "attention_bias", "mlp_bias"), ("bool", None)),
+    **dict.fromkeys(("block_type", "layer_norm_type", "activation_type", "hidden_act"), ("str", None)),
+}
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "ids": "a token id or a list of token ids"}
+
+
+def in_interval(v, spec: str) -> bool:
+    """v in an interval written "[a, b]", "(a, b)" or half-open; "inf" is unbounded."""
+    lo, hi = (float(x) for x in spec[1:-1].split(","))
+    return (lo <= v if spec[0] == "[" else lo < v) and (v <= hi if spec[-1] == "]" else v < hi)
+
+
+def check_field(key: str, v, kind: str, interval: str | None, where: str = "config.json"):
+    """v as `kind`, inside `interval`, or ModelLoadError saying which field of `where` is wrong."""
+    ok_int = isinstance(v, int) and not isinstance(v, bool)
+    if kind == "int":
+        ok = ok_int
+    elif kind == "float":
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    elif kind == "ids":
+        ok = ok_int or (isinstance(v, list) and bool(v) and all(isinstance(e, int) and not isinstance(e, bool)
+                                                                  for e in v))
+    else:
+        ok = isinstance(v, {"bool": bool, "str": str}[kind])
+    values = v if kind == "ids" and isinstance(v, list) else [v]
+    if not ok or (interval is not None and not all(in_interval(e, interval) for e in values)):
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+        raise ModelLoadError(f"{where} has {key}={shown}; it must be {_KIND_WORDS[kind]}"
+                             f"{f' in {interval}' if interval else ''}.")
+    return v
+
+
+def _get(cfg: dict, key: str, default=None, *, family: str | None = None):
+    """Field `key` of config.json checked against FIELDS; null or absent -> default, or an error
+    when `family` is given (a field that family needs)."""
+    v = cfg.get(key)
+    if v is None:
+        if family is not None:
+            raise ModelLoadError(f"config.json of this {family} checkpoint has no {key!r} field.")
+        return default
+    kind, interval = FIELDS[key]
+    return check_field(key, v, kind, interval)
+
+
 def _ids(v) -> tuple:
     if v is None:
         return ()
-    return tuple(v) if isinstance(v, (list, tuple)) else (int(v),)
+    return tuple(v) if isinstance(v, list) else (v,)
 
 
-def _need(cfg: dict, key: str, family: str):
-    if key not in cfg:
-        raise ModelLoadError(f"config.json of this {family} checkpoint has no {key!r} field.")
-    return cfg[key]
+def _pad(v):
+    return None if v is None or v < 0 else v
 
 
 def llada_args(cfg: dict) -> ModelArgs:
@@ -86,37 +152,37 @@ def llada_args(cfg: dict) -> ModelArgs:
         "activation_type": ("silu", "only the SiLU-gated MLP is supported"),
     }
     for key, (want, why) in refuse.items():
-        if cfg.get(key, want) != want:
+        if _get(cfg, key, want) != want:
             raise ModelLoadError(f"config.json has {key}={cfg[key]!r}; {why}.")
-    if cfg.get("alibi") or cfg.get("rope") is False:
+    if _get(cfg, "alibi", False) or _get(cfg, "rope", True) is False:
         raise ModelLoadError("config.json asks for ALiBi or no RoPE; only rotary position embeddings are supported.")
-    if cfg.get("include_bias"):
+    if _get(cfg, "include_bias", False):
         raise ModelLoadError("config.json has include_bias=true, which no published LLaDA checkpoint uses and dllm does not support.")
-    d_model = int(_need(cfg, "d_model", "LLaDA"))
-    n_heads = int(_need(cfg, "n_heads", "LLaDA"))
-    n_kv = cfg.get("n_kv_heads")
-    if cfg.get("multi_query_attention"):
-        n_kv = 1
-    hidden = cfg.get("mlp_hidden_size") or int(cfg.get("mlp_ratio", 4) * d_model)
+    d_model = _get(cfg, "d_model", family="LLaDA")
+    n_heads = _get(cfg, "n_heads", family="LLaDA")
+    n_kv = 1 if _get(cfg, "multi_query_attention", False) else _get(cfg, "n_kv_heads", n_heads)
+    hidden = _get(cfg, "mlp_hidden_size") or int(_get(cfg, "mlp_ratio", 4) * d_model)
+    if not 1 <= hidden <= 1 << 20:
+        raise ModelLoadError(f"config.json implies an MLP width of {hidden}; it must be in [1, 1048576].")
     return ModelArgs(
         family="llada",
-        vocab_size=int(cfg.get("embedding_size") or _need(cfg, "vocab_size", "LLaDA")),
+        vocab_size=_get(cfg, "embedding_size") or _get(cfg, "vocab_size", family="LLaDA"),
         dim=d_model,
-        n_layers=int(_need(cfg, "n_layers", "LLaDA")),
+        n_layers=_get(cfg, "n_layers", family="LLaDA"),
         n_heads=n_heads,
-        n_kv_heads=int(n_kv or n_heads),
-        intermediate_size=int(hidden),
-        norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-        rope_theta=float(cfg.get("rope_theta", 10000.0)),
-        max_seq_len=int(cfg.get("max_sequence_length", 4096)),
-        mask_token_id=int(cfg.get("mask_token_id", 126336)),
-        eos_token_ids=_ids(cfg.get("eos_token_id", 126081)),
-        pad_token_id=cfg.get("pad_token_id"),
-        qkv_bias=bool(cfg.get("include_qkv_bias", False)),
-        tie_embeddings=bool(cfg.get("weight_tying", False)),
-        rope_fp32=bool(cfg.get("rope_full_precision", True)),
-        input_emb_scale=bool(cfg.get("input_emb_norm", False)),
-        scale_logits=bool(cfg.get("scale_logits", False)),
+        n_kv_heads=n_kv,
+        intermediate_size=hidden,
+        norm_eps=float(_get(cfg, "rms_norm_eps", 1e-5)),
+        rope_theta=float(_get(cfg, "rope_theta", 10000.0)),
+        max_seq_len=_get(cfg, "max_sequence_length", 4096),
+        mask_token_id=_get(cfg, "mask_token_id", 126336),
+        eos_token_ids=_ids(_get(cfg, "eos_token_id", 126081)),
+        pad_token_id=_pad(_get(cfg, "pad_token_id")),
+        qkv_bias=_get(cfg, "include_qkv_bias", False),
+        tie_embeddings=_get(cfg, "weight_tying", False),
+        rope_fp32=_get(cfg, "rope_full_precision", True),
+        input_emb_scale=_get(cfg, "input_emb_norm", False),
+        scale_logits=_get(cfg, "scale_logits", False),
     )
 
 
@@ -124,25 +190,25 @@ def dream_args(cfg: dict) -> ModelArgs:
     """Dream's config.json (Qwen2 field names, model_type "Dream")."""
     if cfg.get("rope_scaling"):
         raise ModelLoadError("config.json sets rope_scaling; only plain RoPE is supported for Dream checkpoints.")
-    if cfg.get("hidden_act", "silu") != "silu":
+    if _get(cfg, "hidden_act", "silu") != "silu":
         raise ModelLoadError(f"config.json has hidden_act={cfg['hidden_act']!r}; only 'silu' is supported.")
-    n_heads = int(_need(cfg, "num_attention_heads", "Dream"))
+    n_heads = _get(cfg, "num_attention_heads", family="Dream")
     return ModelArgs(
         family="dream",
-        vocab_size=int(_need(cfg, "vocab_size", "Dream")),
-        dim=int(_need(cfg, "hidden_size", "Dream")),
-        n_layers=int(_need(cfg, "num_hidden_layers", "Dream")),
+        vocab_size=_get(cfg, "vocab_size", family="Dream"),
+        dim=_get(cfg, "hidden_size", family="Dream"),
+        n_layers=_get(cfg, "num_hidden_layers", family="Dream"),
         n_heads=n_heads,
-        n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads),
-        intermediate_size=int(_need(cfg, "intermediate_size", "Dream")),
-        norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        rope_theta=float(cfg.get("rope_theta", 10000.0)),
-        max_seq_len=int(cfg.get("max_position_embeddings", 32768)),
-        mask_token_id=int(cfg.get("mask_token_id", 151666)),
-        eos_token_ids=_ids(cfg.get("eos_token_id", 151643)),
-        pad_token_id=cfg.get("pad_token_id"),
+        n_kv_heads=_get(cfg, "num_key_value_heads", n_heads),
+        intermediate_size=_get(cfg, "intermediate_size", family="Dream"),
+        norm_eps=float(_get(cfg, "rms_norm_eps", 1e-6)),
+        rope_theta=float(_get(cfg, "rope_theta", 10000.0)),
+        max_seq_len=_get(cfg, "max_position_embeddings", 32768),
+        mask_token_id=_get(cfg, "mask_token_id", 151666),
+        eos_token_ids=_ids(_get(cfg, "eos_token_id", 151643)),
+        pad_token_id=_pad(_get(cfg, "pad_token_id")),
         qkv_bias=True,
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        tie_embeddings=_get(cfg, "tie_word_embeddings", False),
         rope_fp32=False,
         shift_logits=True,
     )
@@ -162,42 +228,44 @@ def _plain_rope(cfg: dict, family: str) -> float:
         if kind not in ("default", None):
             raise ModelLoadError(
                 f"config.json asks for rope scaling {kind!r}; dllm supports only plain RoPE for {family} models.")
-    if float(cfg.get("partial_rotary_factor", params.get("partial_rotary_factor", 1.0))) != 1.0:
+    merged = {**{k: params[k] for k in ("partial_rotary_factor", "rope_theta") if k in params},
+              **{k: cfg[k] for k in ("partial_rotary_factor", "rope_theta") if cfg.get(k) is not None}}
+    if _get(merged, "partial_rotary_factor", 1.0) != 1.0:
         raise ModelLoadError(f"config.json sets partial_rotary_factor; dllm rotates the full head dimension of {family} models.")
-    return float(cfg.get("rope_theta", params.get("rope_theta", 10000.0)))
+    return float(_get(merged, "rope_theta", 10000.0))
 
 
 def _causal_args(cfg: dict, family: str, name: str, qkv_bias: bool) -> ModelArgs:
     """Shared part of the autoregressive Hugging Face families (Llama, Qwen2): same field names,
     rotate-half RoPE in the model dtype (rope_fp32=False), causal attention, no mask token."""
-    if cfg.get("hidden_act", "silu") != "silu":
+    if _get(cfg, "hidden_act", "silu") != "silu":
         raise ModelLoadError(f"config.json has hidden_act={cfg['hidden_act']!r}; only 'silu' is supported.")
-    if cfg.get("mlp_bias"):
+    if _get(cfg, "mlp_bias", False):
         raise ModelLoadError(f"config.json has mlp_bias=true, which dllm does not support for {name} models.")
     theta = _plain_rope(cfg, name)
-    dim = int(_need(cfg, "hidden_size", name))
-    n_heads = int(_need(cfg, "num_attention_heads", name))
-    head_dim = cfg.get("head_dim")
-    if head_dim is not None and n_heads and int(head_dim) * n_heads != dim:
+    dim = _get(cfg, "hidden_size", family=name)
+    n_heads = _get(cfg, "num_attention_heads", family=name)
+    head_dim = _get(cfg, "head_dim")
+    if head_dim is not None and head_dim * n_heads != dim:
         raise ModelLoadError(
             f"config.json has head_dim={head_dim} with {n_heads} heads and hidden_size {dim}; dllm needs "
             "head_dim * heads = hidden_size.")
     return ModelArgs(
         family=family,
-        vocab_size=int(_need(cfg, "vocab_size", name)),
+        vocab_size=_get(cfg, "vocab_size", family=name),
         dim=dim,
-        n_layers=int(_need(cfg, "num_hidden_layers", name)),
+        n_layers=_get(cfg, "num_hidden_layers", family=name),
         n_heads=n_heads,
-        n_kv_heads=int(cfg.get("num_key_value_heads") or n_heads),
-        intermediate_size=int(_need(cfg, "intermediate_size", name)),
-        norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+        n_kv_heads=_get(cfg, "num_key_value_heads", n_heads),
+        intermediate_size=_get(cfg, "intermediate_size", family=name),
+        norm_eps=float(_get(cfg, "rms_norm_eps", 1e-6)),
         rope_theta=theta,
-        max_seq_len=int(cfg.get("max_position_embeddings", 2048 if family == "llama" else 32768)),
+        max_seq_len=_get(cfg, "max_position_embeddings", 2048 if family == "llama" else 32768),
         mask_token_id=-1,
-        eos_token_ids=_ids(cfg.get("eos_token_id")),
-        pad_token_id=cfg.get("pad_token_id") if isinstance(cfg.get("pad_token_id"), int) else None,
+        eos_token_ids=_ids(_get(cfg, "eos_token_id")),
+        pad_token_id=_pad(_get(cfg, "pad_token_id")),
         qkv_bias=qkv_bias,
-        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        tie_embeddings=_get(cfg, "tie_word_embeddings", False),
         rope_fp32=False,     # HF Llama/Qwen2: cos/sin rounded to the model dtype, rotation in that dtype
         causal=True,
     )
@@ -205,7 +273,7 @@ def _causal_args(cfg: dict, family: str, name: str, qkv_bias: bool) -> ModelArgs
 
 def llama_args(cfg: dict) -> ModelArgs:
     """Llama-family config.json (model_type "llama": Llama 2/3 without rope scaling, SmolLM, TinyLlama)."""
-    if cfg.get("attention_bias"):
+    if _get(cfg, "attention_bias", False):
         # HF Llama's attention_bias also puts a bias on o_proj, which dllm's transformer does not have
         raise ModelLoadError("config.json has attention_bias=true, which dllm does not support for Llama models.")
     return _causal_args(cfg, "llama", "Llama", qkv_bias=False)
@@ -213,7 +281,7 @@ def llama_args(cfg: dict) -> ModelArgs:
 
 def qwen2_args(cfg: dict) -> ModelArgs:
     """Qwen2-family config.json (model_type "qwen2": Qwen2, Qwen2.5): q/k/v biases, no o_proj bias."""
-    if cfg.get("use_sliding_window"):
+    if _get(cfg, "use_sliding_window", False):
         raise ModelLoadError("config.json has use_sliding_window=true; dllm supports only full attention for Qwen2 models.")
     return _causal_args(cfg, "qwen2", "Qwen2", qkv_bias=True)
 
@@ -226,17 +294,30 @@ FAMILIES.update(BLOCK_FAMILIES)
 
 
 def args_from_config(cfg: dict) -> ModelArgs:
-    model_type = str(cfg.get("model_type", ""))
-    family = model_type.lower()
+    model_type = cfg.get("model_type", "")
+    family = model_type.lower() if isinstance(model_type, str) else ""
     if family in REFUSED:
         raise ModelLoadError(REFUSED[family])
     if family not in FAMILIES:
         raise ModelLoadError(
             f"unknown model_type {model_type!r} in config.json; dllm loads 'llada', 'Dream', 'llama', 'qwen2', "
             "'sdar', 'llada2_moe' and 'Fast_dLLM_Qwen' checkpoints.")
-    args = FAMILIES[family](cfg)
-    if (args.dim % args.n_heads and not args.head_size) or args.n_heads % args.n_kv_heads:
+    return check_args(FAMILIES[family](cfg))
+
+
+def check_args(args: ModelArgs, where: str = "config.json") -> ModelArgs:
+    """What must hold between the fields, whatever file they came from (config.json, GGUF metadata)."""
+    if (args.dim % args.n_heads and not args.head_size) or args.n_heads % args.n_kv_heads or args.head_dim % 2:
         raise ModelLoadError(
-            f"config.json has inconsistent attention shapes (dim {args.dim}, heads {args.n_heads}, "
-            f"kv heads {args.n_kv_heads}).")
+            f"{where} has inconsistent attention shapes (dim {args.dim}, heads {args.n_heads}, kv heads "
+            f"{args.n_kv_heads}): dim must be heads x an even head size (or head_dim given), and heads a "
+            "multiple of kv heads.")
+    V = args.vocab_size
+    # a block-diffusion family may leave its mask id to generation_config / the tokenizer (special_ids.py)
+    named = [("mask_token_id", args.mask_token_id)] if not args.causal and args.mask_token_id >= 0 else []
+    named += [("eos_token_id", e) for e in args.eos_token_ids]
+    named += [("pad_token_id", args.pad_token_id)] if args.pad_token_id is not None else []
+    for key, idx in named:
+        if not 0 <= idx < V:
+            raise ModelLoadError(f"{where} has {key} {idx}, outside the vocabulary of {V} tokens.")
     return args

@@ -22,6 +22,7 @@ model computes what the original checkpoint computes; `qwen2` files are stored u
 """
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from dllm.errors import ModelLoadError
-from dllm.models.config import ModelArgs
+from dllm.models.config import FIELDS, ModelArgs, check_args, check_field
 
 _MAGIC = b"GGUF"
 # value type id -> struct format of a scalar (8 = string, 9 = array are handled apart)
@@ -39,6 +40,14 @@ _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?
 _NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32, 6: np.float32,
           7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
 SUPPORTED_ARCHS = ("llama", "qwen2")
+_MAX_DIMS = 4                 # GGML_MAX_DIMS
+_MAX_ELEMENTS = 1 << 40       # per tensor; what fits in memory is checked before allocating
+# <arch>.key of the metadata -> the config.json field whose type and range it must have (config.FIELDS)
+_GGUF_FIELDS = {"embedding_length": "hidden_size", "attention.head_count": "num_attention_heads",
+                "attention.head_count_kv": "num_key_value_heads", "block_count": "num_hidden_layers",
+                "feed_forward_length": "intermediate_size", "context_length": "max_position_embeddings",
+                "vocab_size": "vocab_size", "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+                "rope.freq_base": "rope_theta"}
 
 # GGUF tensor name -> dllm parameter name; {i} is the layer index
 _NAMES = {
@@ -187,15 +196,22 @@ def read_gguf(path) -> GGUFFile:
         for _ in range(n_tensors):
             name = c.string()
             n_dims = c.scalar("<I")
+            if not 1 <= n_dims <= _MAX_DIMS:
+                raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
             dims = tuple(c.scalar("<Q") for _ in range(n_dims))
+            if not all(1 <= d <= _MAX_ELEMENTS for d in dims) or math.prod(dims) > _MAX_ELEMENTS:
+                raise ValueError(f"tensor {name!r} has dimensions {dims}")
             infos.append((name, dims, c.scalar("<I"), c.scalar("<Q")))
+        align = meta.get("general.alignment", 32)
+        if isinstance(align, bool) or not isinstance(align, int) or not 1 <= align <= 1 << 20 or align & (align - 1):
+            raise ValueError(f"general.alignment is {align!r}, not a power of two")
     except ModelLoadError:
         buf.close()
         raise
-    except (struct.error, ValueError, OverflowError, MemoryError) as e:
+    except (struct.error, ValueError, OverflowError, MemoryError, RecursionError) as e:
         buf.close()
-        raise ModelLoadError(f"{path.name} is not a valid GGUF file (truncated or corrupt header: {e}).") from None
-    align = int(meta.get("general.alignment", 32)) or 32
+        raise ModelLoadError(f"{path.name} is not a valid GGUF file (truncated or corrupt header: "
+                             f"{str(e)[:200] or type(e).__name__}).") from None
     data_start = -(-c.pos // align) * align   # the data section starts at the next multiple of align
     f = GGUFFile(path, version, meta, _map=buf)
     for name, dims, gtype, off in infos:
@@ -212,13 +228,15 @@ def gguf_args(f: GGUFFile) -> ModelArgs:
         raise ModelLoadError(f"{f.path.name} holds a {arch or 'unnamed'!r} architecture model; dllm loads GGUF "
                              f"files of the {' and '.join(repr(a) for a in SUPPORTED_ARCHS)} architectures.")
 
-    def need(key):
-        v = f.get(key)
+    def need(key, default=None):
+        """<arch>.key checked as the config.json field it stands for (config.FIELDS: type, range)."""
+        v = f.get(key, default)
         if v is None:
             raise ModelLoadError(f"{f.path.name} lacks the metadata key {arch}.{key!s}.")
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise ModelLoadError(f"{f.path.name} has a per-layer or non-numeric {arch}.{key}, which dllm does not support.")
-        return v
+        if isinstance(v, list):
+            raise ModelLoadError(f"{f.path.name} has a per-layer {arch}.{key}, which dllm does not support.")
+        kind, interval = FIELDS[_GGUF_FIELDS[key]]
+        return check_field(f"{arch}.{key}", v, kind, interval, where=f.path.name)
 
     if f.get("expert_count"):
         raise ModelLoadError(f"{f.path.name} is a mixture-of-experts model, which dllm does not support.")
@@ -226,43 +244,40 @@ def gguf_args(f: GGUFFile) -> ModelArgs:
     if (scaling not in (None, "none") or f.get("rope.scaling.factor", 1.0) not in (0.0, 1.0)
             or "rope_freqs.weight" in f.tensors):
         raise ModelLoadError(f"{f.path.name} uses RoPE scaling ({scaling or 'rope_freqs'}); dllm supports only plain RoPE.")
-    dim, n_heads = int(need("embedding_length")), int(need("attention.head_count"))
-    if isinstance(f.get("attention.head_count_kv"), list):
-        raise ModelLoadError(f"{f.path.name} has a per-layer head count, which dllm does not support.")
-    n_kv = int(f.get("attention.head_count_kv") or n_heads)
-    if not n_heads or dim % n_heads or n_heads % n_kv:
-        raise ModelLoadError(f"{f.path.name} has inconsistent attention shapes (dim {dim}, heads {n_heads}, kv heads {n_kv}).")
+    dim, n_heads = need("embedding_length"), need("attention.head_count")
+    n_kv = need("attention.head_count_kv", n_heads)
     hd = dim // n_heads
     for key in ("rope.dimension_count", "attention.key_length", "attention.value_length"):
         if f.get(key) not in (None, hd):
-            raise ModelLoadError(f"{f.path.name} has {arch}.{key}={f.get(key)}, but dllm needs it equal to the "
+            raise ModelLoadError(f"{f.path.name} has {arch}.{key}={f.get(key)!r}, but dllm needs it equal to the "
                                  f"head dimension {hd}.")
     emb = f.tensors.get("token_embd.weight")
     if emb is None:
         raise ModelLoadError(f"{f.path.name} has no token_embd.weight tensor.")
     m = f.metadata
     eos = [m[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-           if isinstance(m.get(k), int)]
+           if isinstance(m.get(k), int) and not isinstance(m.get(k), bool)]
     pad = m.get("tokenizer.ggml.padding_token_id")
-    return ModelArgs(
+    return check_args(ModelArgs(
         family=arch,
-        vocab_size=int(emb.dims[1]) if len(emb.dims) == 2 else int(need("vocab_size")),
+        vocab_size=check_field("token_embd rows", emb.dims[1], *FIELDS["vocab_size"], where=f.path.name)
+        if len(emb.dims) == 2 else need("vocab_size"),
         dim=dim,
-        n_layers=int(need("block_count")),
+        n_layers=need("block_count"),
         n_heads=n_heads,
         n_kv_heads=n_kv,
-        intermediate_size=int(need("feed_forward_length")),
-        norm_eps=float(f.get("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(f.get("rope.freq_base", 10000.0)),
-        max_seq_len=int(f.get("context_length", 2048)),
+        intermediate_size=need("feed_forward_length"),
+        norm_eps=float(need("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(need("rope.freq_base", 10000.0)),
+        max_seq_len=need("context_length", 2048),
         mask_token_id=-1,
-        eos_token_ids=tuple(dict.fromkeys(int(e) for e in eos)),
-        pad_token_id=int(pad) if isinstance(pad, int) else None,
+        eos_token_ids=tuple(dict.fromkeys(eos)),
+        pad_token_id=pad if isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0 else None,
         qkv_bias="blk.0.attn_q.bias" in f.tensors,
         tie_embeddings="output.weight" not in f.tensors,
         rope_fp32=False,
         causal=True,
-    )
+    ), where=f.path.name)
 
 
 def unpermute_rope(w: torch.Tensor, heads: int) -> torch.Tensor:
@@ -277,18 +292,8 @@ def unpermute_rope(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 def _dequantize(f: GGUFFile, info: TensorInfo, gguf) -> torch.Tensor:
     """One tensor -> float32 torch tensor of shape info.shape."""
-    try:
-        qtype = gguf.GGMLQuantizationType(info.ggml_type)
-        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-    except (ValueError, KeyError):
-        raise ModelLoadError(f"{f.path.name}: tensor {info.name!r} has ggml type {info.ggml_type}, which the "
-                             "installed gguf package does not know.") from None
-    ne0 = info.dims[0] if info.dims else 1
-    if ne0 % block:
-        raise ModelLoadError(f"{f.path.name}: tensor {info.name!r} rows of {ne0} values are not whole "
-                             f"{qtype.name} blocks of {block}.")
-    n = int(np.prod(info.dims)) if info.dims else 1
-    data = f.raw(info, n // block * type_size)
+    qtype = gguf.GGMLQuantizationType(info.ggml_type)
+    data = f.raw(info, _nbytes(f, info, gguf))
     try:
         arr = gguf.quants.dequantize(data, qtype)
     except NotImplementedError:
@@ -309,20 +314,38 @@ def import_gguf():
     return gguf
 
 
+def _nbytes(f: GGUFFile, info: TensorInfo, gguf) -> int:
+    """Bytes of the tensor's data; refuses unknown types, integer types and partial blocks."""
+    try:
+        qtype = gguf.GGMLQuantizationType(info.ggml_type)
+        block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    except (ValueError, KeyError):
+        raise ModelLoadError(f"{f.path.name}: tensor {info.name!r} has ggml type {info.ggml_type}, which the "
+                             "installed gguf package does not know.") from None
+    if qtype.name.startswith("I"):   # I8 .. I64: integer data, which no llama / qwen2 weight is
+        raise ModelLoadError(f"{f.path.name}: tensor {info.name!r} is stored as {qtype.name}; {f.arch} weights are "
+                             "floating-point or quantised, never integer tensors.")
+    if info.dims[0] % block:
+        raise ModelLoadError(f"{f.path.name}: tensor {info.name!r} rows of {info.dims[0]} values are not whole "
+                             f"{qtype.name} blocks of {block}.")
+    return math.prod(info.dims) // block * type_size
+
+
 def load_gguf_model(path, device="cpu", dtype=torch.float32):
-    """(Transformer, ModelArgs) from a .gguf file, weights dequantised to float32 then cast to dtype."""
-    from dllm.models.transformer import Transformer
+    """(Transformer, ModelArgs) from a .gguf file, weights dequantised to float32 then cast to dtype.
+    Metadata, tensor names, shapes, types and data extents are all checked before allocating."""
+    from dllm.models.loader import _layer_count, allocate, meta_model
 
     f = read_gguf(path)
     try:
         args = gguf_args(f)
         gguf = import_gguf()
-        with torch.device("meta"):
-            model = Transformer(args)
-        model = model.to(dtype=dtype).to_empty(device=device)
+        if _layer_count(f.tensors) < args.n_layers:
+            raise ModelLoadError(f"{f.path.name} gives {args.n_layers} blocks, but its tensors hold "
+                                 f"{_layer_count(f.tensors)}.")
+        model = meta_model(args)
         params = model.named_weights()   # the fused projections as views of their row ranges
-        loaded: set[str] = set()
-        permuted = {"wq": args.n_heads, "wk": args.n_kv_heads} if args.family == "llama" else {}
+        names = {}
         for info in f.tensors.values():
             name = gguf_name(info.name)
             if name is None or name not in params:
@@ -331,15 +354,23 @@ def load_gguf_model(path, device="cpu", dtype=torch.float32):
             if info.shape != tuple(params[name].shape):
                 raise ModelLoadError(f"tensor {info.name!r} in {f.path.name} has shape {info.shape}, but the "
                                      f"metadata implies {tuple(params[name].shape)}.")
+            if info.offset + _nbytes(f, info, gguf) > len(f._map):
+                raise ModelLoadError(f"{f.path.name}: tensor {info.name!r} runs past the end of the file "
+                                     "(truncated GGUF).")
+            names[info.name] = name
+        missing = sorted(set(params) - set(names.values()))
+        if missing:
+            raise ModelLoadError(f"{f.path.name} lacks {len(missing)} weight(s) this model needs, e.g. {missing[0]!r}.")
+        model = allocate(model, args, device, dtype, f.path.name)
+        params = model.named_weights()
+        permuted = {"wq": args.n_heads, "wk": args.n_kv_heads} if args.family == "llama" else {}
+        for info in f.tensors.values():
+            name = names[info.name]
             t = _dequantize(f, info, gguf)
             proj = name.split(".")[-2]
             if proj in permuted:   # weight [heads*hd, dim] or bias [heads*hd]
                 t = unpermute_rope(t, permuted[proj])
             params[name].data.copy_(t)   # casts to the model dtype on the model device
-            loaded.add(name)
-        missing = sorted(set(params) - loaded)
-        if missing:
-            raise ModelLoadError(f"{f.path.name} lacks {len(missing)} weight(s) this model needs, e.g. {missing[0]!r}.")
     finally:
         f.close()
     model.eval()

@@ -45,7 +45,37 @@ class HFCausal(nn.Module):
         return logits if query_slice is None else logits[:, query_slice]
 
 
-def load_hf_causal(path, cfg: dict, device, dtype) -> tuple[HFCausal, ModelArgs]:
+# config.json size fields of the architectures transformers builds (GPT-2, Phi, Gemma, ...), bounded
+# before transformers allocates anything: a layer count of 10**6 would otherwise hang the load
+_SIZES = {**dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers"), "[1, 4096]"),
+          **dict.fromkeys(("hidden_size", "n_embd", "d_model"), "[1, 131072]"),
+          **dict.fromkeys(("num_attention_heads", "n_head", "num_key_value_heads"), "[1, 4096]"),
+          **dict.fromkeys(("intermediate_size", "n_inner", "ffn_dim"), "[1, 1048576]"),
+          "vocab_size": "[1, 16777216]",
+          **dict.fromkeys(("max_position_embeddings", "n_positions", "n_ctx"), "[1, 16777216]")}
+
+
+def _check_sizes(cfg: dict, path, device, dtype, headers: dict) -> None:
+    """The size fields in range, and the weights (counted on the meta device) within memory."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from dllm.limits import require_memory
+    from dllm.models.config import check_field
+
+    for key, interval in _SIZES.items():
+        if cfg.get(key) is not None:
+            check_field(key, cfg[key], "int", interval)
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    stored = sum(int(torch.Size(shape).numel()) for _, shape, _ in headers.values())
+    require_memory(max(n, stored) * torch.empty((), dtype=dtype).element_size(), device,
+                   f"the weights of this model ({max(n, stored):,} parameters)", error=ModelLoadError)
+
+
+def load_hf_causal(path, cfg: dict, device, dtype, headers: dict) -> tuple[HFCausal, ModelArgs]:
+    """headers: {tensor name: (file, shape, dtype)} of the safetensors files (loader.read_headers)."""
     try:
         from transformers import AutoModelForCausalLM
     except ImportError:
@@ -53,17 +83,26 @@ def load_hf_causal(path, cfg: dict, device, dtype) -> tuple[HFCausal, ModelArgs]
             f"model_type {cfg.get('model_type')!r} is loaded through transformers, which is not installed "
             "(pip install transformers).") from None
     try:
+        _check_sizes(cfg, path, device, dtype, headers)
         hf = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
                                                   use_safetensors=True, dtype=dtype)
+    except ModelLoadError:
+        raise
     except Exception as e:   # transformers raises many types for a model it cannot build
         raise ModelLoadError(f"transformers could not load {str(path)!r} offline: {str(e).splitlines()[0]}") from None
     hf = hf.to(device).eval()
     c = hf.config
+    V = int(hf.get_output_embeddings().weight.shape[0])
     eos = c.eos_token_id
+    eos = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (eos,))
+    pad = c.pad_token_id
+    if not all(isinstance(e, int) and 0 <= e < V for e in eos) or not (pad is None or isinstance(pad, int)):
+        raise ModelLoadError(f"config.json of {str(path)!r} has end-of-sequence or pad ids that are not token ids "
+                             f"of its {V}-token vocabulary.")
+    max_len = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None) or 2048
     args = ModelArgs(
-        family=f"hf-{c.model_type}", vocab_size=int(hf.get_output_embeddings().weight.shape[0]), dim=1,
+        family=f"hf-{c.model_type}", vocab_size=V, dim=1,
         n_layers=0, n_heads=1, n_kv_heads=1, intermediate_size=1, norm_eps=0.0, rope_theta=0.0,
-        max_seq_len=int(getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", 2048)),
-        mask_token_id=-1, eos_token_ids=tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (int(eos),)),
-        pad_token_id=c.pad_token_id, causal=True)
+        max_seq_len=int(max_len), mask_token_id=-1, eos_token_ids=eos,
+        pad_token_id=pad if pad is not None and 0 <= pad < V else None, causal=True)
     return HFCausal(hf), args

@@ -7,6 +7,7 @@ target dtype/device, so no second full copy is ever held. Pickle files are refus
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -104,6 +105,18 @@ def rename(key: str, family: str) -> str | None:
 _COMPILED = {f: _compile(m) for f, m in WEIGHT_MAPS.items()}
 
 
+def _read_json(file: Path, what: str):
+    from dllm.limits import CONFIG_BYTES, read_file
+
+    text = read_file(file, what, CONFIG_BYTES, error=ModelLoadError)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{what} {str(file)!r} is not valid JSON ({e.msg}).") from None
+    except RecursionError:
+        raise ModelLoadError(f"{what} {str(file)!r} nests too deeply to be a configuration file.") from None
+
+
 def read_config(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
@@ -115,13 +128,27 @@ def read_config(path: Path) -> dict:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise ModelLoadError(f"{str(path)!r} has no config.json; it is not a Hugging Face checkpoint directory.")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"config.json in {str(path)!r} is not valid JSON ({e.msg if hasattr(e, 'msg') else e}).") from None
+    cfg = _read_json(cfg_file, "config.json")
     if not isinstance(cfg, dict):
         raise ModelLoadError(f"config.json in {str(path)!r} is not a JSON object.")
     return cfg
+
+
+def generation_eos(path: Path, vocab_size: int) -> set[int]:
+    """eos_token_id of generation_config.json (an id or a list of ids inside the vocabulary), or none."""
+    from dllm.models.config import check_field
+
+    f = Path(path) / "generation_config.json"
+    if not f.is_file():
+        return set()
+    cfg = _read_json(f, "generation_config.json")
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"generation_config.json in {str(path)!r} is not a JSON object.")
+    eos = cfg.get("eos_token_id")
+    if eos is None:
+        return set()
+    check_field("eos_token_id", eos, "ids", f"[0, {vocab_size})", where="generation_config.json")
+    return set(eos if isinstance(eos, list) else [eos])
 
 
 # safetensors files that dllm's tools save into a checkpoint directory and that hold no model
@@ -129,21 +156,45 @@ def read_config(path: Path) -> dict:
 SIDE_FILES = frozenset({"learned_filter.safetensors"})
 
 
+def _root(path: Path) -> Path:
+    """The folder a checkpoint's files may resolve into: the model directory, or for a snapshot of the
+    Hugging Face cache (models--org--name/snapshots/REV, whose files link to ../../blobs) that repo folder."""
+    root = path.resolve()
+    if root.parent.name == "snapshots" and root.parent.parent.name.startswith("models--"):
+        return root.parent.parent
+    return root
+
+
+def _inside(path: Path, name) -> Path:
+    """The shard `name` of a checkpoint: a relative path without `..` that resolves (symlinks followed)
+    inside the model directory (or its Hugging Face cache repo, see _root)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ModelLoadError(f"the checkpoint index names a shard {name!r}, which is not a file name.")
+    root = _root(path)
+    target = (path / name).resolve()
+    if os.path.isabs(name) or ".." in Path(name).parts or root not in target.parents:
+        raise ModelLoadError(f"the checkpoint names shard {name!r}, which lies outside the model directory "
+                             f"{str(path)!r}; shards must be files inside it.")
+    return path / name
+
+
 def weight_files(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ModelLoadError(f"{index.name} in {str(path)!r} is not a valid safetensors index.") from None
-        files = [path / f for f in dict.fromkeys(weight_map.values())]
+        data = _read_json(index, index.name)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+            raise ModelLoadError(f"{index.name} in {str(path)!r} is not a valid safetensors index (its weight_map "
+                                 "must map tensor names to shard file names).")
+        files = [_inside(path, f) for f in dict.fromkeys(weight_map.values())]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise ModelLoadError(f"the checkpoint index names shard {missing[0]!r}, which is not in {str(path)!r}.")
         return files
     files = sorted(f for f in path.glob("*.safetensors") if f.name not in SIDE_FILES)
     if files:
-        return files
+        return [_inside(path, f.name) for f in files]
     if list(path.glob("*.bin")) or list(path.glob("*.pt")) or list(path.glob("*.pth")):
         raise ModelLoadError(
             f"{str(path)!r} holds only pickle weights (e.g. pytorch_model.bin); dllm never loads pickle files, "
@@ -153,7 +204,67 @@ def weight_files(path: Path) -> list[Path]:
 
 def is_causal_lm(cfg: dict) -> bool:
     """config.json names a Hugging Face causal-LM class (architectures ...ForCausalLM / ...LMHeadModel)."""
-    return any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in cfg.get("architectures") or [])
+    arch = cfg.get("architectures")
+    return isinstance(arch, list) and any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in arch)
+
+
+# safetensors dtypes a float model can be loaded from (cast to the model dtype); integer and boolean
+# tensors are quantised or foreign data that no family dllm implements uses: refused
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+
+def read_headers(files: list[Path]) -> dict[str, tuple]:
+    """{tensor name: (file, shape, safetensors dtype)} from the safetensors headers alone (no data read)."""
+    from safetensors import safe_open
+
+    out = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    sl = f.get_slice(key)
+                    out[key] = (file, tuple(sl.get_shape()), sl.get_dtype())
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise ModelLoadError(f"cannot read weight file {file.name}: it is corrupt or not safetensors "
+                                 f"({' '.join(str(e).split())[:200]}).") from None
+    return out
+
+
+def _layer_count(names) -> int:
+    """1 + the largest layer index among the tensor names (Hugging Face or GGUF names; 0 without layers)."""
+    pat = re.compile(r"(?:^blk|\.(?:blocks|layers))\.(\d{1,8})\.")
+    return max((int(m.group(1)) + 1 for n in names if (m := pat.search(n))), default=0)
+
+
+def check_headers(headers: dict, args: ModelArgs, where: str) -> None:
+    """Before anything is built: the layer count and every dtype, from the weights' headers alone."""
+    layers = _layer_count(headers)
+    if layers < args.n_layers:       # more layers than config.json says: reported by name when loading
+        raise ModelLoadError(f"{where} gives {args.n_layers} layers, but the weights hold {layers}.")
+    for key, (file, _, dtype) in headers.items():
+        if dtype not in FLOAT_DTYPES:
+            raise ModelLoadError(f"tensor {key!r} in {Path(file).name} is stored as {dtype}; {args.family} models "
+                                 "are loaded from floating-point weights only (quantised or integer tensors are "
+                                 "not supported).")
+
+
+def meta_model(args: ModelArgs) -> Transformer:
+    """The model's structure on the meta device: shapes to check against, no memory."""
+    with torch.device("meta"):
+        return Transformer(args)
+
+
+def allocate(model: Transformer, args: ModelArgs, device, dtype, where: str) -> Transformer:
+    """The meta model allocated once in dtype on device, after checking that its weights fit in memory
+    (counted from the meta model itself, so every family's layout, MoE experts included, is exact)."""
+    from dllm.limits import require_memory
+
+    n = sum(p.numel() for p in model.parameters())
+    require_memory(n * torch.empty((), dtype=dtype).element_size(), device,
+                   f"the weights of this model ({n:,} parameters in {where})", error=ModelLoadError)
+    model = model.to(dtype=dtype)
+    model.keep_fp32()   # e.g. the MoE expert bias stays float32 (models/moe.py)
+    return model.to_empty(device=device)
 
 
 def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, ModelArgs]:
@@ -168,45 +279,41 @@ def load_model(path, device="cpu", dtype=torch.float32) -> tuple[Transformer, Mo
     if str(cfg.get("model_type", "")).lower() in REFUSED:   # published variants dllm refuses by name
         raise ModelLoadError(REFUSED[str(cfg["model_type"]).lower()])
     if str(cfg.get("model_type", "")).lower() not in FAMILIES and is_causal_lm(cfg):
-        weight_files(path)   # safetensors only: refuses pickle-only directories like every other load
+        files = weight_files(path)   # safetensors only: refuses pickle-only directories like every other load
         from dllm.models.hf_fallback import load_hf_causal
 
-        return load_hf_causal(path, cfg, device, dtype)
+        return load_hf_causal(path, cfg, device, dtype, read_headers(files))
     args = args_from_config(cfg)
-    files = weight_files(path)
-    with torch.device("meta"):
-        model = Transformer(args)
-    model = model.to(dtype=dtype)
-    model.keep_fp32()   # e.g. the MoE expert bias stays float32 (models/moe.py)
-    model = model.to_empty(device=device)
+    headers = read_headers(weight_files(path))
+    check_headers(headers, args, "config.json")
+    model = meta_model(args)
     params = model.named_weights()   # the fused projections as views of their row ranges
-    loaded: set[str] = set()
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt", device="cpu") as f:
-                for key in f.keys():
-                    name = rename(key, args.family)
-                    if name is None or name not in params:
-                        if _IGNORED.match(key):
-                            continue
-                        if args.causal and args.tie_embeddings and key == "lm_head.weight":
-                            continue   # some tied Llama/Qwen2 exports also save the head: it is the embedding
-                        raise ModelLoadError(
-                            f"{file.name} holds tensor {key!r}, which is not a weight of a {args.family} model "
-                            "with this config.json.")
-                    tensor = f.get_tensor(key)
-                    if tuple(tensor.shape) != tuple(params[name].shape):
-                        raise ModelLoadError(
-                            f"tensor {key!r} in {file.name} has shape {tuple(tensor.shape)}, but config.json "
-                            f"implies {tuple(params[name].shape)}.")
-                    params[name].data.copy_(tensor)   # casts to the model dtype on the model device
-                    loaded.add(name)
-        except ModelLoadError:
-            raise
-        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-            raise ModelLoadError(f"cannot read weight file {file.name}: it is corrupt or not safetensors ({e}).") from None
-    missing = sorted(set(params) - loaded)
+    by_file: dict[Path, list] = {}
+    for key, (file, shape, _) in headers.items():
+        name = rename(key, args.family)
+        if name is None or name not in params:
+            if _IGNORED.match(key):
+                continue
+            if args.causal and args.tie_embeddings and key == "lm_head.weight":
+                continue   # some tied Llama/Qwen2 exports also save the head: it is the embedding
+            raise ModelLoadError(f"{file.name} holds tensor {key!r}, which is not a weight of a {args.family} model "
+                                 "with this config.json.")
+        if shape != tuple(params[name].shape):
+            raise ModelLoadError(f"tensor {key!r} in {file.name} has shape {shape}, but config.json implies "
+                                 f"{tuple(params[name].shape)}.")
+        by_file.setdefault(file, []).append((key, name))
+    missing = sorted(set(params) - {n for pairs in by_file.values() for _, n in pairs})
     if missing:
         raise ModelLoadError(f"the checkpoint lacks {len(missing)} weight(s) this config needs, e.g. {missing[0]!r}.")
+    model = allocate(model, args, device, dtype, "config.json")
+    params = model.named_weights()
+    for file, pairs in by_file.items():
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for key, name in pairs:
+                    params[name].data.copy_(f.get_tensor(key))   # casts to the model dtype on the model device
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for corrupt data
+            raise ModelLoadError(f"cannot read weight file {file.name}: it is corrupt or not safetensors "
+                                 f"({' '.join(str(e).split())[:200]}).") from None
     model.eval()
     return model, args
