@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from dllm.errors import DllmError
-from dllm.sampling_params import CACHES, REMASKING, SCHEDULES, SamplingParams
+from dllm.sampling_params import CACHES, DECLARED, REMASKING, SCHEDULES, SamplingParams
 from dllm.schedulers import MODES, SCHEDULERS
 
 MASK = "░"
@@ -48,16 +48,6 @@ _HELP = {
     "json_schema_strict": "refuse a JSON schema with keywords decoding cannot enforce (default: decode without them "
                           "and report what the answer fails in stats.schema_violations)",
     "trace": "record what each step commits (included in --json output)",
-    "factor": "factor scheduler: commit the top n with c(j) >= 1 - factor/(j+1)",
-    "credit_alpha": "credit scheduler: weight of log(1 + credit) added to the logits",
-    "credit_gamma": "credit scheduler: exponent of the top-1 probability added as credit",
-    "credit_beta": "credit scheduler: per-step decay of the credit",
-    "early_commit_base": "early_commit scheduler: the schedule it runs until it commits early",
-    "early_commit_positions": "early_commit scheduler: answer positions whose logit gap is watched "
-                              "(default: every slot still masked)",
-    "early_commit_thresholds": "early_commit scheduler: gap thresholds for the early, middle and late phase",
-    "filter_path": "learned_filter scheduler: the filter file (default: MODEL/learned_filter.safetensors)",
-    "filter_threshold": "learned_filter scheduler: acceptance probability",
     "draft_model": "apd scheduler: a small autoregressive model (same tokenizer) that checks the drafts",
     "apd_r": "apd scheduler: weight R of the target p_dLLM^R * p_AR^(1-R), in [0, 1]",
     "apd_window": "apd scheduler: masked slots the diffusion model sees after the committed answer",
@@ -65,13 +55,10 @@ _HELP = {
     "eot_prediction": "end-of-text prediction: once an end token is committed, the rest of the answer is end tokens",
     "denoising_steps": "block-diffusion models (SDAR, LLaDA2, Fast-dLLM v2): denoising steps per block "
                        "(default: the block length)",
-    "sdar_remasking": "sdar scheduler: low_confidence_dynamic, low_confidence_static, sequential or entropy_bounded",
-    "sdar_threshold": "sdar scheduler: confidence threshold of low_confidence_dynamic",
-    "eb_threshold": "sdar scheduler: entropy bound of entropy_bounded",
-    "sub_block_length": "fast_dllm_v2 scheduler: slots per sub-block, decoded left to right",
 }
+_HELP.update({name: p.help for name, p in DECLARED.items()})   # the schedulers' own fields (their PARAMS)
 _SCALARS = {"int": int, "float": float, "str": str}
-_LISTS = {"early_commit_positions": int, "early_commit_thresholds": float}
+_LISTS = {name: p.items for name, p in DECLARED.items() if p.items is not None}
 
 
 def _number_list(kind):
@@ -84,7 +71,11 @@ def _number_list(kind):
 
 
 def _base_type(annotation) -> str:
-    """'Optional[int]' -> 'int' (the annotations are strings under `from __future__ import annotations`)."""
+    """'Optional[int]' or Optional[int] -> 'int' (the class body's annotations are strings under `from
+    __future__ import annotations`; the schedulers' declared fields carry the types themselves)."""
+    if not isinstance(annotation, str):
+        from dllm.sampling_params import _type_of
+        annotation = _type_of(annotation)[0]
     name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
     if name.startswith("Optional[") and name.endswith("]"):
         name = name[len("Optional["):-1]

@@ -11,19 +11,22 @@ from typing import Optional
 from dllm.errors import InvalidParamsError
 
 REMASKING = ("low_confidence", "random", "margin", "entropy")
-SDAR_REMASKING = ("low_confidence_dynamic", "low_confidence_static", "sequential", "entropy_bounded")
 SCHEDULES = ("auto", "llada", "dream")
 CACHES = ("none", "prefix", "dual")
 
 
-@dataclass(frozen=True)
 class SamplingParams:
     """How one request is decoded.
 
     The answer has `max_new_tokens` slots, decoded in blocks of `block_length` (None: one
-    block) with `steps` forwards in all (None: one per slot). `block_length` must divide
-    `max_new_tokens` (refused otherwise, as LLaDA does); steps are spread evenly over the
-    blocks, the remainder going to the earliest blocks.
+    block) with `steps` forwards in all (None: one per slot). For LLaDA and Dream `block_length`
+    must divide `max_new_tokens` (refused when decoding starts, as LLaDA does); steps are spread
+    evenly over the blocks, the remainder going to the earliest blocks. Block-diffusion models
+    align blocks to position 0 and take any block length.
+
+    The fields below are the ones every request has; each scheduler file adds its own (their
+    PARAMS, schedulers/*.py: factor, credit_*, early_commit_*, filter_*, sdar_*, ...), appended
+    below the class body, all in one flat constructor.
     """
 
     max_new_tokens: int = 128
@@ -45,24 +48,6 @@ class SamplingParams:
     eps: float = 1e-3
     cfg_scale: float = 0.0
     threshold: float = 0.9
-    # factor (Fast-dLLM): commit the top n with c(j) >= 1 - factor / (j + 1) for all j <= n
-    factor: float = 1.0
-    # credit (CreditDecoding, as dInfer runs it): fused = logits + alpha * log(1 + C), with
-    # C <- beta * C + p(top1)^gamma at each masked slot's top-1 token
-    credit_alpha: float = 0.7
-    credit_gamma: float = 0.2
-    credit_beta: float = 0.8
-    # early_commit (Prophet): on top of `early_commit_base`, fill every masked slot with its
-    # argmax once the mean top-1 - top-2 logit gap over the monitored slots (answer positions,
-    # default: the masked slots this forward scored) reaches the phase's threshold
-    # (progress < 0.33, < 0.67, else)
-    early_commit_base: str = "topk"
-    early_commit_positions: Optional[tuple] = None
-    early_commit_thresholds: tuple = (7.5, 5.0, 2.5)
-    # learned_filter (Learn2PD): the MLP file written by `dllm train-filter` (default: the
-    # model directory's learned_filter.safetensors) and its acceptance probability
-    filter_path: Optional[str] = None
-    filter_threshold: float = 0.96
     # apd (adaptive parallel decoding, arXiv 2506.00413; the loop is dllm/engine/apd.py): a small
     # autoregressive `draft_model` (same tokenizer) checks the diffusion model's drafts; the target
     # is q ∝ p_dLLM^apd_r · p_AR^(1 - apd_r); the diffusion forward sees `apd_window` masked slots
@@ -97,13 +82,6 @@ class SamplingParams:
     # block_length defaults to the model's block size, and `steps` is replaced by denoising_steps ----
     # denoising steps per block (SDAR's denoising_steps; None: the block length)
     denoising_steps: Optional[int] = None
-    # sdar (SDAR generate.py defaults): the remasking strategy, its confidence threshold and the
-    # entropy bound of entropy_bounded
-    sdar_remasking: str = "low_confidence_dynamic"
-    sdar_threshold: float = 0.85
-    eb_threshold: float = 0.35
-    # fast_dllm_v2 (Fast-dLLM v2 small_block_size): slots per sub-block, decoded left to right
-    sub_block_length: int = 8
 
     def __post_init__(self):
         def bad(msg):
@@ -126,25 +104,11 @@ class SamplingParams:
             bad(f"unknown remasking {self.remasking!r}; choose one of {', '.join(REMASKING)}.")
         if self.schedule not in SCHEDULES:
             bad(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
-        if self.early_commit_base not in SCHEDULERS or self.early_commit_base == "early_commit":
-            bad(f"early_commit_base must be another scheduler ({', '.join(sorted(set(SCHEDULERS) - {'early_commit'}))}), "
-                f"got {self.early_commit_base!r}.")
-        if self.early_commit_positions is not None:
-            pos = self.early_commit_positions
-            if not pos or not all(_is_int(i) and 0 <= i < self.max_new_tokens for i in pos):
-                bad(f"early_commit_positions must be answer positions in [0, {self.max_new_tokens}), "
-                    f"got {self.early_commit_positions!r}.")
-        th = self.early_commit_thresholds
-        if len(th) != 3 or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
-                                   and t >= 0 for t in th):
-            bad(f"early_commit_thresholds must be three numbers >= 0 (early, middle, late), got {th!r}.")
-        object.__setattr__(self, "early_commit_thresholds", tuple(float(t) for t in th))
+        _check_declared(self)   # the schedulers' own fields: choices, tuple items, relations (their PARAMS)
         if self.scheduler == "apd" and not self.draft_model:
             bad("scheduler 'apd' needs draft_model, the path of a small autoregressive model with the same tokenizer.")
         if self.draft_model and self.scheduler != "apd":
             bad(f"draft_model selects APD decoding (scheduler 'apd'), not scheduler {self.scheduler!r}.")
-        if self.sdar_remasking not in SDAR_REMASKING:
-            bad(f"unknown sdar_remasking {self.sdar_remasking!r}; choose one of {', '.join(SDAR_REMASKING)}.")
         if self.cache not in CACHES:
             bad(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}.")
         if self.grammar_mode not in ("cfg", "regex"):
@@ -190,6 +154,11 @@ class SamplingParams:
         return asdict(self)
 
 
+def _declared_params() -> dict:
+    from dllm.schedulers import declared_params
+    return declared_params()
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -201,15 +170,45 @@ def _is_int(v) -> bool:
 _RANGES = {
     "max_new_tokens": "[1, inf)", "block_length": "[1, inf)", "steps": "[1, 1048576]",
     "temperature": "[0, inf)", "top_p": "(0, 1]", "top_k": "[1, inf)",
-    "eps": "(0, 1)", "cfg_scale": "[0, inf)", "threshold": "[0, 1]", "factor": "(0, inf)",
-    "credit_alpha": "[0, inf)", "credit_gamma": "[0, inf)", "credit_beta": "[0, 1]",
-    "filter_threshold": "[0, 1]", "apd_r": "[0, 1]", "apd_window": "[1, 4096]", "apd_max_draft": "[1, 4096]",
+    "eps": "(0, 1)", "cfg_scale": "[0, inf)", "threshold": "[0, 1]",
+    "apd_r": "[0, 1]", "apd_window": "[1, 4096]", "apd_max_draft": "[1, 4096]",
     "refresh_every": "[0, inf)", "refresh_window": "[0, inf)",
-    "denoising_steps": "[1, 1048576]", "sdar_threshold": "[0, inf)", "eb_threshold": "[0, inf)",
-    "sub_block_length": "[1, inf)",
+    "denoising_steps": "[1, 1048576]",
 }
 _WANT = {"stop": "a string or a list of strings", "early_commit_positions": "an answer position or a list of them"}
 _PATH_FIELDS = ("filter_path", "draft_model")    # str fields that also take a pathlib.Path
+
+
+# ---- the schedulers' declared fields (schedulers/*.py PARAMS), appended to the class ---------------
+def _declare(cls):
+    """cls with the fields the scheduler files declare added (after its own), then made a frozen
+    dataclass; their ranges join _RANGES."""
+    for name, param in DECLARED.items():
+        cls.__annotations__[name] = param.type
+        default = param.default
+        setattr(cls, name, field(default_factory=lambda d=default: d) if isinstance(default, (list, dict)) else default)
+        if param.range is not None:
+            _RANGES[name] = param.range
+    return dataclass(frozen=True)(cls)
+
+
+def _check_declared(p) -> None:
+    """Each declared field's choices, tuple items (numbers, finite) and relation to the other fields."""
+    for name, param in DECLARED.items():
+        v = getattr(p, name)
+        if v is None:
+            continue
+        if param.choices is not None and v not in param.choices:
+            raise InvalidParamsError(f"unknown {name} {v!r}; choose one of {', '.join(param.choices)}.")
+        if param.items is not None:
+            kinds = (int,) if param.items is int else (int, float)
+            if not all(isinstance(e, kinds) and not isinstance(e, bool) and math.isfinite(e) for e in v):
+                raise InvalidParamsError(f"{name} must hold {'integers' if param.items is int else 'numbers'}, "
+                                         f"got {_short(v)}.")
+            object.__setattr__(p, name, tuple(param.items(e) for e in v))
+        msg = param.check(getattr(p, name), p) if param.check is not None else None
+        if msg:
+            raise InvalidParamsError(msg)
 _SEED_MOD = 2 ** 64                               # any integer seed, reduced to torch's range
 
 
@@ -300,3 +299,7 @@ def _hints() -> dict:
     if not _HINTS:
         _HINTS.update(typing.get_type_hints(SamplingParams))
     return _HINTS
+
+
+DECLARED = _declared_params()            # {name: dllm.params.Param} of the scheduler files
+SamplingParams = _declare(SamplingParams)

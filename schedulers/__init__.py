@@ -1,7 +1,9 @@
 """Unmasking policies, one file each, chosen by name in SamplingParams.scheduler.
 
-SCHEDULERS maps a name to "module:Class" and stays torch-free, so that SamplingParams can
-validate names without importing the implementations.
+SCHEDULERS maps a name to "module:Class". A scheduler file declares its own SamplingParams fields in
+PARAMS (dllm/params.py Param: default, type, help, range / choices, relations), so adding a scheduler is
+one file and one line here; the files import torch lazily (dllm._lazy), so reading the declarations
+stays torch-free.
 """
 from __future__ import annotations
 
@@ -30,6 +32,20 @@ MODES = ("apd",)
 # SamplingParams(scheduler="auto"), the default: the model family's own strategy (ModelArgs.scheduler;
 # "topk" for LLaDA, Dream and the autoregressive families)
 AUTO = "auto"
+
+
+def declared_params() -> dict:
+    """{field name: dllm.params.Param} that the scheduler files declare (their PARAMS), in registry order.
+    Importing them stays torch-free (they use dllm._lazy.torch), so SamplingParams builds its fields from
+    these and `dllm --help` lists them without torch."""
+    out = {}
+    for spec in SCHEDULERS.values():
+        module = importlib.import_module(spec.split(":")[0])
+        for name, param in getattr(module, "PARAMS", {}).items():
+            if name in out:
+                raise AssertionError(f"{name!r} is declared by two schedulers")
+            out[name] = param
+    return out
 
 
 def get_scheduler(name: str, default: str = "topk"):

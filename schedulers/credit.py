@@ -10,9 +10,16 @@ confident one always is). Defaults alpha 0.7, gamma 0.2, beta 0.8, threshold 0.9
 """
 from __future__ import annotations
 
-import torch
-
+from dllm._lazy import torch
+from dllm.params import Param
 from dllm.schedulers.base import Scheduler, commit_near_best
+
+PARAMS = {
+    "credit_alpha": Param(0.7, float, "credit scheduler: weight of log(1 + credit) added to the logits", range="[0, inf)"),
+    "credit_gamma": Param(0.2, float, "credit scheduler: exponent of the top-1 probability added as credit",
+                          range="[0, inf)"),
+    "credit_beta": Param(0.8, float, "credit scheduler: per-step decay of the credit", range="[0, 1]"),
+}
 
 
 class Credit(Scheduler):

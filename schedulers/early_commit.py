@@ -15,10 +15,39 @@ dual cache, which keeps the check free).
 """
 from __future__ import annotations
 
-import torch
+from typing import Optional
 
-from dllm.schedulers import get_scheduler
+from dllm._lazy import torch
+from dllm.params import Param
+from dllm.schedulers import SCHEDULERS, get_scheduler
 from dllm.schedulers.base import Scheduler
+
+
+def _base_ok(v, p):
+    others = sorted(set(SCHEDULERS) - {"early_commit"})
+    return None if v in others else f"early_commit_base must be another scheduler ({', '.join(others)}), got {v!r}."
+
+
+def _positions_ok(v, p):
+    if v is not None and (not v or not all(0 <= i < p.max_new_tokens for i in v)):
+        return f"early_commit_positions must be answer positions in [0, {p.max_new_tokens}), got {v!r}."
+    return None
+
+
+def _thresholds_ok(v, p):
+    if len(v) != 3 or not all(t >= 0 for t in v):
+        return f"early_commit_thresholds must be three numbers >= 0 (early, middle, late), got {v!r}."
+    return None
+
+
+PARAMS = {
+    "early_commit_base": Param("topk", str, "early_commit scheduler: the schedule it runs until it commits early",
+                               check=_base_ok),
+    "early_commit_positions": Param(None, Optional[tuple], "early_commit scheduler: answer positions whose logit "
+                                    "gap is watched (default: every slot still masked)", items=int, check=_positions_ok),
+    "early_commit_thresholds": Param((7.5, 5.0, 2.5), tuple, "early_commit scheduler: gap thresholds for the early, "
+                                     "middle and late phase", items=float, check=_thresholds_ok),
+}
 
 
 class EarlyCommit(Scheduler):

@@ -8,9 +8,12 @@ this follows the stated rule.)
 """
 from __future__ import annotations
 
-import torch
-
+from dllm._lazy import torch
+from dllm.params import Param
 from dllm.schedulers.base import Scheduler
+
+PARAMS = {"factor": Param(1.0, float, "factor scheduler: commit the top n with c(j) >= 1 - factor/(j+1)",
+                          range="(0, inf)")}
 
 
 class Factor(Scheduler):

@@ -8,9 +8,12 @@ token-shifted (slot j scored by slot j - 1's hidden state) by the engine for fam
 """
 from __future__ import annotations
 
-import torch
-
+from dllm._lazy import torch
+from dllm.params import Param
 from dllm.schedulers.base import Scheduler, best_slot
+
+PARAMS = {"sub_block_length": Param(8, int, "fast_dllm_v2 scheduler: slots per sub-block, decoded left to right",
+                                    range="[1, inf)")}
 
 
 class FastDLLMv2(Scheduler):

@@ -13,32 +13,55 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
-import torch
-from torch import nn
-
+from dllm._lazy import torch
 from dllm.errors import InvalidParamsError, ModelLoadError
+from dllm.params import Param
 from dllm.schedulers.base import Scheduler, best_slot
+
+PARAMS = {
+    "filter_path": Param(None, Optional[str], "learned_filter scheduler: the filter file (default: "
+                         "MODEL/learned_filter.safetensors)"),
+    "filter_threshold": Param(0.96, float, "learned_filter scheduler: acceptance probability", range="[0, 1]"),
+}
 
 FILTER_FILE = "learned_filter.safetensors"
 FORMAT = "dllm-learned-filter/1"
 
 
-class FilterMLP(nn.Module):
-    def __init__(self, block: int, hidden: int = 128):
-        super().__init__()
-        self.block, self.hidden = block, hidden
-        self.net = nn.Sequential(nn.Linear(2 * block, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, block))
+def filter_mlp_class():
+    """The FilterMLP class, defined on first use (this module is imported for its PARAMS without torch)."""
+    if "FilterMLP" not in _CLASSES:
+        from torch import nn
 
-    @staticmethod
-    def features(conf: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """conf, masked [N, block] -> [N, 2 * block] float32."""
-        m = masked.float()
-        return torch.cat([conf.float() * m + (1 - m), m], -1)
+        class FilterMLP(nn.Module):
+            def __init__(self, block: int, hidden: int = 128):
+                super().__init__()
+                self.block, self.hidden = block, hidden
+                self.net = nn.Sequential(nn.Linear(2 * block, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                         nn.Linear(hidden, block))
 
-    def forward(self, conf, masked):
-        return self.net(self.features(conf, masked))       # [N, block] logits
+            @staticmethod
+            def features(conf: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+                """conf, masked [N, block] -> [N, 2 * block] float32."""
+                m = masked.float()
+                return torch.cat([conf.float() * m + (1 - m), m], -1)
+
+            def forward(self, conf, masked):
+                return self.net(self.features(conf, masked))       # [N, block] logits
+
+        _CLASSES["FilterMLP"] = FilterMLP
+    return _CLASSES["FilterMLP"]
+
+
+_CLASSES: dict = {}
+
+
+def __getattr__(name):   # `from dllm.schedulers.learned_filter import FilterMLP`
+    if name == "FilterMLP":
+        return filter_mlp_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def save_filter(model: FilterMLP, path, meta: dict):
@@ -52,6 +75,22 @@ def save_filter(model: FilterMLP, path, meta: dict):
 # the metadata fields a filter file must carry: type and range (the MLP is built from them)
 META = {"block_length": (1, 4096), "hidden": (1, 65536)}
 MAX_FILE_BYTES = 1 << 30
+
+
+def _cached_filter(path, device):
+    """load_filter, once per file version and device: every request builds its own scheduler."""
+    import os
+
+    st = os.stat(path) if os.path.exists(path) else None
+    key = (os.path.realpath(path), st and st.st_mtime_ns, st and st.st_size, str(device))
+    if key not in _LOADED:
+        if len(_LOADED) >= 8:
+            _LOADED.clear()
+        _LOADED[key] = load_filter(path, device)
+    return _LOADED[key]
+
+
+_LOADED: dict = {}
 
 
 def load_filter(path, device="cpu") -> tuple[FilterMLP, dict]:
@@ -91,7 +130,7 @@ def load_filter(path, device="cpu") -> tuple[FilterMLP, dict]:
     if shapes != _expected(info):
         raise ModelLoadError(f"the filter file {str(path)!r} does not match its own metadata (its tensors are not "
                              f"those of a filter for block_length {info['block_length']}, hidden {info['hidden']}).")
-    model = FilterMLP(info["block_length"], info["hidden"])
+    model = filter_mlp_class()(info["block_length"], info["hidden"])
     model.load_state_dict(tensors)
     return model.to(device).eval(), info
 
@@ -116,13 +155,13 @@ class LearnedFilter(Scheduler):
         path = params.filter_path or (Path(env.model_path) / FILTER_FILE if env and env.model_path else None)
         if path is None:
             raise InvalidParamsError("scheduler 'learned_filter' needs filter_path (no model directory to look in).")
-        self.filter, self.info = load_filter(path, env.device if env else "cpu")
+        self.filter, self.info = _cached_filter(path, env.device if env else "cpu")
         if self.info["block_length"] != params.block:
             raise InvalidParamsError(
                 f"the learned filter in {str(path)!r} was trained for block_length {self.info['block_length']}, "
                 f"not {params.block}; decode with that block length or train a filter for this one.")
 
-    @torch.no_grad()
     def select(self, st):
-        prob = torch.sigmoid(self.filter(st.scores, st.masked))
+        with torch.no_grad():
+            prob = torch.sigmoid(self.filter(st.scores, st.masked))
         return (st.masked & (prob >= self.params.filter_threshold)) | best_slot(st.scores, st.masked)

@@ -15,10 +15,18 @@ Confidence = the probability of the drawn token under softmax(top-p(top-k(logits
 """
 from __future__ import annotations
 
-import torch
-
-from dllm.engine.sampling import top_k_filter, top_p_filter
+from dllm._lazy import torch
+from dllm.params import Param
 from dllm.schedulers.base import Scheduler, commit_top
+
+PARAMS = {
+    "sdar_remasking": Param("low_confidence_dynamic", str, "sdar scheduler: low_confidence_dynamic, "
+                            "low_confidence_static, sequential or entropy_bounded",
+                            choices=("low_confidence_dynamic", "low_confidence_static", "sequential", "entropy_bounded")),
+    "sdar_threshold": Param(0.85, float, "sdar scheduler: confidence threshold (strict >) of low_confidence_dynamic",
+                            range="[0, inf)"),
+    "eb_threshold": Param(0.35, float, "sdar scheduler: entropy bound of entropy_bounded", range="[0, inf)"),
+}
 
 
 def quota(block: int, steps: int, step: int) -> int:
@@ -56,14 +64,13 @@ class SDAR(Scheduler):
         return self._entropy_bounded(st, left)
 
     def _entropy_bounded(self, st, left):
+        from dllm.engine.sampling import filtered
+
         p = self.params
         l32 = st.logits.float()
         if p.temperature > 0:
             l32 = l32 / p.temperature
-        if p.top_k is not None:
-            l32 = top_k_filter(l32, p.top_k)
-        if p.top_p is not None and p.top_p < 1:
-            l32 = top_p_filter(l32, p.top_p)
+        l32 = filtered(l32, p.top_k, p.top_p)
         prob = l32.softmax(-1).clamp_min(1e-12)
         ent = (-(prob * prob.log()).sum(-1)).masked_fill(~st.masked, float("inf"))  # [B, L] entropy per slot
         ent_sorted, order = ent.sort(-1)

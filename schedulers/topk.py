@@ -8,8 +8,7 @@ Steps whose count is 0 change nothing at any temperature and are skipped without
 """
 from __future__ import annotations
 
-import torch
-
+from dllm._lazy import torch
 from dllm.schedulers.base import Scheduler, commit_top
 
 
