@@ -34,7 +34,7 @@ _HELP = {
     "schedule": f"tokens committed per step: {', '.join(SCHEDULES)}",
     "eps": "final timestep of the Dream schedule, in (0, 1)",
     "cfg_scale": "classifier-free guidance scale; 0 turns it off",
-    "threshold": "confidence threshold of threshold-based schedulers",
+    "threshold": "confidence threshold of threshold-based schedulers (default: 0.9; wino's tau1 0.7)",
     "cache": f"KV cache: {', '.join(CACHES)}",
     "refresh_every": "with a cache, also refresh it every N forwards of a block; 0 = only at block starts",
     "refresh_window": "with a cache, recompute N slots either side of the block on cached steps",
@@ -61,6 +61,19 @@ _HELP = {
     "apd_window": "apd scheduler: masked slots the diffusion model sees after the committed answer",
     "apd_max_draft": "apd scheduler: most tokens drafted (and accepted) per step",
     "eot_prediction": "end-of-text prediction: once an end token is committed, the rest of the answer is end tokens",
+    # issue 20: the seed papers' decoders
+    "localleap_relaxed_threshold": "localleap scheduler: threshold of slots within the radius of an anchor",
+    "localleap_radius": "localleap scheduler: slots either side of an anchor (confidence >= threshold) that are relaxed",
+    "eb_gamma": "eb scheduler: entropy budget (nats) of the slots committed before the last one of a step",
+    "freedave_drafts": "freedave scheduler: drafts verified per forward (default: 4 for LLaDA, 8 for Dream)",
+    "freedave_threshold": "freedave scheduler: turns on FreeDave++, drafts from this confidence threshold (not lossless)",
+    "klass_conf_threshold": "klass scheduler: confidence a slot must exceed",
+    "klass_kl_threshold": "klass scheduler: KL to the previous step each of the last N steps must stay below",
+    "klass_history": "klass scheduler: N, the steps of KL history",
+    "wino_remask_threshold": "wino scheduler: tau2, decoded slots whose leave-one-out confidence is below it go back to mask",
+    "adablock_delimiter_threshold": "adablock scheduler: a predicted delimiter this confident ends the block "
+                                    "(default: 0.3 for LLaDA, 0.5 for Dream)",
+    "ete_budget_bits": "ete scheduler: bits of surprisal committed per forward (after Explore-Then-Exploit's principle)",
 }
 _SCALARS = {"int": int, "float": float, "str": str}
 _LISTS = {"early_commit_positions": int, "early_commit_thresholds": float}

@@ -37,7 +37,9 @@ class SamplingParams:
     schedule: str = "auto"
     eps: float = 1e-3
     cfg_scale: float = 0.0
-    threshold: float = 0.9
+    # confidence threshold of threshold, credit, localleap, adablock (0.9) and wino's tau1 (0.7);
+    # None = that scheduler's paper default (resolved on construction, so the field is always a number)
+    threshold: Optional[float] = None
     # factor (Fast-dLLM): commit the top n with c(j) >= 1 - factor / (j + 1) for all j <= n
     factor: float = 1.0
     # credit (CreditDecoding, as dInfer runs it): fused = logits + alpha * log(1 + C), with
@@ -82,10 +84,39 @@ class SamplingParams:
     grammar_mode: str = "cfg"
     stop: tuple = field(default_factory=tuple)
     trace: bool = False
+    # ---- issue 20: the seed papers' parallel decoders (fields and checks kept in this block) ----
+    # localleap (arXiv 2510.07081): slots within `localleap_radius` of an anchor (confidence >=
+    # threshold) commit at the relaxed threshold
+    localleap_relaxed_threshold: float = 0.75
+    localleap_radius: int = 4
+    # eb (EB-Sampler, arXiv 2505.24857): commit the lowest-entropy slots while the entropy of all
+    # but the last stays <= eb_gamma
+    eb_gamma: float = 0.01
+    # freedave (arXiv 2510.00294): drafts verified per forward (None: 4 for LLaDA, 8 for Dream);
+    # freedave_threshold turns on FreeDave++ (threshold drafts; not lossless)
+    freedave_drafts: Optional[int] = None
+    freedave_threshold: Optional[float] = None
+    # klass (arXiv 2511.05664): commit slots with confidence > klass_conf_threshold whose KL to the
+    # previous step stayed < klass_kl_threshold for klass_history steps
+    klass_conf_threshold: float = 0.6
+    klass_kl_threshold: float = 0.015
+    klass_history: int = 2
+    # wino (arXiv 2507.18578): decoded slots whose leave-one-out confidence is < wino_remask_threshold
+    # go back to mask (tau2; tau1 is `threshold`)
+    wino_remask_threshold: float = 0.9
+    # adablock (arXiv 2509.26432): a block ends at the most confident predicted delimiter when its
+    # confidence is >= this (None: 0.3 for LLaDA, 0.5 for Dream); block_length is the fallback
+    adablock_delimiter_threshold: Optional[float] = None
+    # ete (after Explore-Then-Exploit, arXiv 2511.21103): bits of surprisal committed per forward
+    ete_budget_bits: float = 1.0
+    # ---- end of issue 20's block ----
 
     def __post_init__(self):
         def bad(msg):
             raise InvalidParamsError(msg)
+
+        if self.threshold is None:   # issue 20: the method's default (wino's tau1 is 0.7, everything else 0.9)
+            object.__setattr__(self, "threshold", 0.7 if self.scheduler == "wino" else 0.9)
 
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
@@ -203,6 +234,37 @@ class SamplingParams:
                 grammar_to_regex(self.grammar)
         if not all(isinstance(s, str) and s for s in self.stop):
             bad("stop must be a list of non-empty strings.")
+        self._check_seed_decoders(bad)
+
+    def _check_seed_decoders(self, bad):
+        """issue 20's fields (localleap, eb, freedave, klass, wino, adablock, ete)."""
+        def unit(name, lo_open=False, optional=False):
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if not _is_num(v) or not (0 < v <= 1 if lo_open else 0 <= v <= 1):
+                bad(f"{name} must be a number in {'(0, 1]' if lo_open else '[0, 1]'}, got {v!r}.")
+
+        def positive_int(name, optional=False):
+            v = getattr(self, name)
+            if not (optional and v is None) and (not _is_int(v) or v < 1):
+                bad(f"{name} must be a positive integer, got {v!r}.")
+
+        unit("localleap_relaxed_threshold")
+        if not _is_int(self.localleap_radius) or self.localleap_radius < 0:
+            bad(f"localleap_radius must be an integer >= 0, got {self.localleap_radius!r}.")
+        if not _is_num(self.eb_gamma) or self.eb_gamma < 0:
+            bad(f"eb_gamma must be a number >= 0, got {self.eb_gamma!r}.")
+        positive_int("freedave_drafts", optional=True)
+        unit("freedave_threshold", optional=True)
+        unit("klass_conf_threshold")
+        if not _is_num(self.klass_kl_threshold) or self.klass_kl_threshold < 0:
+            bad(f"klass_kl_threshold must be a number >= 0, got {self.klass_kl_threshold!r}.")
+        positive_int("klass_history")
+        unit("wino_remask_threshold")
+        unit("adablock_delimiter_threshold", optional=True)
+        if not _is_num(self.ete_budget_bits) or self.ete_budget_bits < 0:
+            bad(f"ete_budget_bits must be a number >= 0, got {self.ete_budget_bits!r}.")
 
     @property
     def num_blocks(self) -> int:
@@ -222,3 +284,7 @@ class SamplingParams:
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v   # not NaN

@@ -16,6 +16,11 @@ SCHEDULERS = {
     "learned_filter": "dllm.schedulers.learned_filter:LearnedFilter",
     "ltr": "dllm.schedulers.ltr:LeftToRight",
     "apd": "dllm.schedulers.apd:APD",
+    # issue 20: the seed papers' parallel decoders
+    "localleap": "dllm.schedulers.localleap:LocalLeap",
+    "eb": "dllm.schedulers.eb:EBSampler",
+    "klass": "dllm.schedulers.klass:KLASS",
+    "ete": "dllm.schedulers.ete:ExploreThenExploit",
 }
 
 

@@ -39,6 +39,11 @@ class Step:
     extra: Optional[Callable] = None     # extra(lo) -> (logits [B, L - lo, V], lo): one more forward, counted
     block_start: int = 0            # canvas column of the block's first slot
     answer_start: int = 0           # canvas column of the first answer slot
+    # capability `lookahead` (issue 20): the slots just after the active block, where the forward scored them
+    ahead_logits: Optional[torch.Tensor] = None   # [B, A, V] raw logits of columns block end.. (A may be 0)
+    ahead_masked: Optional[torch.Tensor] = None   # [B, A] bool
+    ahead_tokens: Optional[torch.Tensor] = None   # [B, A] proposals (commits_ahead schedulers, unconstrained)
+    ahead_commit: Optional[torch.Tensor] = None   # [B, A] set by select(): slots past the block to commit
 
 
 class Scheduler:
@@ -48,12 +53,21 @@ class Scheduler:
     fixed: bool = True
     #: True: wants logits for every answer column the forward computed (Step.wide)
     wide: bool = False
+    # ---- capabilities the engine honours (issue 20; declared here, never branched on by name) ----
+    #: answer slots after the active block whose logits select() reads (Step.ahead_logits), where the
+    #: forward computes them anyway (no cache, prefix cache, a refresh) -- KLASS, ETE
+    lookahead: int = 0
+    #: True: select() may also commit masked slots among those (Step.ahead_commit) -- ETE
+    commits_ahead: bool = False
 
     def __init__(self, params, style: str, env=None):
         self.params, self.style, self.env = params, style, env
 
     def begin_block(self, masked_counts: list[int], steps: int) -> None:
         pass
+
+    def keep_rows(self, idx: torch.Tensor) -> None:
+        """Requests left the batch (between blocks): keep the per-row state of rows idx."""
 
     def block_done(self, step: int) -> bool:
         raise NotImplementedError   # fixed schedulers only

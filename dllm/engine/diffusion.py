@@ -45,6 +45,7 @@ class SchedulerEnv:
     """What a scheduler may need besides SamplingParams (e.g. where its learned filter lives)."""
     model_path: str | None
     device: torch.device
+    family: str = "llada"        # ModelArgs.family: papers with per-family defaults (freedave, adablock, klass)
 
 
 @torch.no_grad()
@@ -60,7 +61,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device, answers)
     P, bl = canvas.prompt_len, params.block
     style = schedule_style(params, args)
-    sched = get_scheduler(params.scheduler)(params, style, SchedulerEnv(model_path, device))
+    sched = get_scheduler(params.scheduler)(params, style, SchedulerEnv(model_path, device, args.family))
     gen = None
     if params.seed is not None:
         gen = torch.Generator(device=device).manual_seed(params.seed)
@@ -115,7 +116,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 plan = None
                 step += 1
             before = x.clone() if params.trace else None
-            logits, lo = runner(x, valid, pos, blk, wide=sched.wide)
+            logits, lo = runner(x, valid, pos, blk, wide=sched.wide, ahead=sched.lookahead)
             raw = logits[:, blk.start - lo:blk.stop - lo]
             fused = sched.transform(raw, masked)
             if constraint is not None:   # DINGO: the masked slots take the best valid completion
@@ -136,6 +137,8 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                         results[r].nfe += forward_cost
                     return runner.full(x, valid, pos, col)
                 st.extra = extra
+            if sched.lookahead:   # capability: the slots after the block that this forward scored
+                _lookahead(st, sched, logits, lo, x, blk, mask_id, constraint, propose_kw)
             fill = sched.finish(st)
             if fill is not None and bool(fill.any()):   # early commit: complete these rows now
                 wide, wlo = (st.wide, st.wide_start) if st.wide is not None and st.wide_start <= blk.start \
@@ -153,6 +156,9 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             if constraint is not None:   # a CFG vets the commits (reject and re-pick); DINGO's are valid
                 commit, tokens = constraint.select(commit, tokens, scores, x, blk)
             x[:, blk] = torch.where(commit, tokens, x[:, blk])
+            if st.ahead_commit is not None:   # capability commits_ahead: masked slots past the block
+                ahead = slice(blk.stop, blk.stop + st.ahead_commit.shape[1])
+                x[:, ahead] = torch.where(st.ahead_commit & st.ahead_masked, st.ahead_tokens, x[:, ahead])
             if eot:   # end-of-text prediction: everything after a row's first stop token is that token
                 _fill_after_stop(x, P, stop, mask_id)
             if on_step is not None:
@@ -172,6 +178,7 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
             if not active:
                 break
             runner.keep_rows(keep, len(done))
+            sched.keep_rows(keep)
             if constraint is not None:
                 constraint.keep_rows(keep)
             rows, x, valid, pos = rows[keep], x[keep], valid[keep], pos[keep]
@@ -183,6 +190,16 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     for r, res in enumerate(results):
         res.answer = answers[r]
     return results
+
+
+def _lookahead(st, sched, logits, lo, x, blk, mask_id, constraint, propose_kw):
+    """Step.ahead_*: raw logits (and, for commits_ahead schedulers without a constraint, proposals) of
+    the answer slots after the active block, up to sched.lookahead of them, that the forward scored."""
+    hi = min(blk.stop + sched.lookahead, lo + logits.shape[1])
+    st.ahead_logits = logits[:, blk.stop - lo:max(hi, blk.stop) - lo]
+    st.ahead_masked = x[:, blk.stop:max(hi, blk.stop)] == mask_id
+    if sched.commits_ahead and constraint is None and hi > blk.stop:
+        st.ahead_tokens, _ = propose(st.ahead_logits.clone(), **propose_kw)
 
 
 def _fill_after_stop(x, P, stop, mask_id):

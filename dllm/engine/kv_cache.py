@@ -90,15 +90,16 @@ class BlockRunner:
         if self.graphs is not None:
             self.graphs.reset()
 
-    def __call__(self, x, valid, pos, blk: slice, wide: bool = False):
+    def __call__(self, x, valid, pos, blk: slice, wide: bool = False, ahead: int = 0):
         """x, valid, pos [B, L] of the active rows -> (logits [B, Q, V], lo).
 
         The logits are for canvas columns [lo, lo + Q): the block's columns, or with wide=True
         every answer column this forward computes anyway (from the prompt's end, or from the
-        block with a cache, to the last column the forward ran).
+        block with a cache, to the last column the forward ran); ahead = n also scores up to n
+        columns after the block that the forward runs anyway (schedulers' `lookahead`).
         """
         x, valid, pos = self._pair_rows(x, valid, pos)
-        logits, lo = self._forward(x, valid, pos, blk, wide)
+        logits, lo = self._forward(x, valid, pos, blk, wide, ahead)
         self.forwards += 1
         return self._guide(logits), lo
 
@@ -126,7 +127,7 @@ class BlockRunner:
         cond, uncond = logits.chunk(2)
         return uncond + (self.p.cfg_scale + 1) * (cond - uncond)
 
-    def _forward(self, x, valid, pos, blk, wide):
+    def _forward(self, x, valid, pos, blk, wide, ahead=0):
         valid = valid if self.canvas.padded else None   # no padding: plain bidirectional attention
         L, p = x.shape[1], self.p
         refresh = self.cache is None or self.forwards == 0 or bool(p.refresh_every and self.forwards % p.refresh_every == 0)
@@ -143,6 +144,8 @@ class BlockRunner:
         lo, hi = blk.start, blk.stop
         if wide:   # every answer column whose scoring row ran (Dream scores column i from row i - 1)
             lo, hi = min(lo, max(self.canvas.prompt_len, start + self.shift)), stop
+        elif ahead:   # the columns after the block that this forward runs anyway
+            hi = max(hi, min(blk.stop + ahead, stop))
         q = slice(lo - start, hi - start)
         if self.cache is None:
             return self.model(x, pos, None, q, valid), lo
