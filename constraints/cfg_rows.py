@@ -60,17 +60,22 @@ class GrammarRows:
         self.ltr = [self.ltr[i] for i in keep]
         self.template = self.template[idx.cpu()]
 
-    def restrict(self, logits, xblk, masked, propose):
-        """The unconstrained proposal; the step's logits are kept for re-picks."""
-        self.logits = logits
+    def restrict(self, logits, xblk, masked, propose, rows=None):
+        """The unconstrained proposal; the step's logits are kept for re-picks (not a draft round's:
+        rows given, FreeDave's drafts, whose commits are vetted against the step's own logits)."""
+        if rows is None:
+            self.logits = logits
         return propose(logits)
 
-    def select(self, commit, tokens, scores, x, blk):
+    def select(self, commit, tokens, scores, x, blk, allowed=None):
         """Vet the scheduler's commit [B, W] -> (commit, tokens) where every committed token keeps
-        its row completable; rows that get stuck backtrack (x is changed in place)."""
+        its row completable; rows that get stuck backtrack (x is changed in place). allowed [B, W]:
+        each row's own block inside the window (variable blocks); None = all of it."""
         dev, off = commit.device, blk.start - self.P
         commit_c, tok_c = commit.cpu(), tokens.cpu().clone()
         masked_c = (x[:, blk] == self.mask_id).cpu()
+        if allowed is not None:
+            masked_c &= allowed.cpu()
         score_c = scores.float().cpu().masked_fill(~masked_c, float("-inf"))
         out = torch.zeros_like(commit_c)
         answers = x[:, self.P:].tolist()
@@ -92,7 +97,7 @@ class GrammarRows:
                 if t is not None:
                     out[r, i], tok_c[r, i], got = True, t, got + 1
             if got == 0:                           # stuck: backtrack this row's commits in the block
-                i = self._backtrack(r, slots, x, blk)
+                i = self._backtrack(r, slots, x, blk, None if allowed is None else allowed[r].cpu())
                 t = self._pick(r, slots, off + i, self._candidates(r, i, int(tok_c[r, i]), wide=True))
                 if t is None:
                     raise ConstraintError(_STUCK)
@@ -108,9 +113,11 @@ class GrammarRows:
                 out[r] = self._fill_ltr(r, logits[r], x[r], col)[col - self.P:]
         return out
 
-    def finish_block(self, x, blk):
+    def finish_block(self, x, blk, allowed=None):
         """Complete at the end: masks a fixed-step schedule left in the block, filled left to right."""
         masked = x[:, blk] == self.mask_id
+        if allowed is not None:   # variable blocks: other rows' windows are not this row's block
+            masked &= allowed
         if self.logits is None or not bool(masked.any()):
             return
         for r in masked.any(1).nonzero().flatten().tolist():
@@ -149,12 +156,13 @@ class GrammarRows:
             cands += [t for t in fb if t not in seen]
         return [t for t in cands if t != self.mask_id]
 
-    def _backtrack(self, r, slots, x, blk) -> int:
-        """Re-mask row r's non-template tokens in the block -> the block's first masked slot."""
+    def _backtrack(self, r, slots, x, blk, allowed=None) -> int:
+        """Re-mask row r's non-template tokens in the block (in its own part of the window when
+        allowed [W] is given) -> the block's first masked slot."""
         off = blk.start - self.P
         tpl = self.template[r, off:blk.stop - self.P]
         for j in range(blk.stop - blk.start):
-            if not tpl[j] and slots[off + j] != self.mask_id:
+            if (allowed is None or allowed[j]) and not tpl[j] and slots[off + j] != self.mask_id:
                 slots[off + j] = self.mask_id
         # end tokens written after the block by the end-of-text fill go back too
         for j in range(blk.stop - self.P, len(slots)):
@@ -163,7 +171,8 @@ class GrammarRows:
         x[r, self.P:] = torch.tensor(slots, device=x.device)
         self.charts[r] = None
         self.ltr[r] = True
-        return next(j for j in range(blk.stop - blk.start) if slots[off + j] == self.mask_id)
+        return next(j for j in range(blk.stop - blk.start)
+                    if slots[off + j] == self.mask_id and (allowed is None or allowed[j]))
 
     def _fill_ltr(self, r, logits, xrow, col: int) -> torch.Tensor:
         """Row r (xrow: its canvas row, possibly cut after the columns to fill; logits [W, V] for

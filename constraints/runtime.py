@@ -58,9 +58,10 @@ class ConstrainedRows:
             feas = torch.where(fixed[:, c, None], fix, free)
         return feas
 
-    def restrict(self, logits, xblk, masked, propose):
+    def restrict(self, logits, xblk, masked, propose, rows=None):
         """-> (tokens, scores): the witness in the masked slots, scored by its own probability
-        (low_confidence) or by `propose()`'s score of the slot (other remasking rules)."""
+        (low_confidence) or by `propose()`'s score of the slot (other remasking rules). rows: the batch
+        row of each input row when they differ (FreeDave's drafts: several canvases per request)."""
         l32 = logits.float()
         logp = torch.log_softmax(l32 / self.temperature if self.temperature > 0 else l32, -1)
         if self.temperature > 0:   # perturb-and-MAP: Gumbel noise on the tempered log-probabilities
@@ -68,7 +69,8 @@ class ConstrainedRows:
             search = logp - torch.log(-torch.log(u))
         else:
             search = logp
-        witness, ok = self.lat.witness(search, xblk, masked, self.state, self.feasible)
+        state, feasible = (self.state, self.feasible) if rows is None else (self.state[rows], self.feasible[rows])
+        witness, ok = self.lat.witness(search, xblk, masked, state, feasible)
         if not bool(ok.all()):
             raise AssertionError("constrained decoding lost its witness")   # commits only ever come from witnesses
         if self.remasking == "low_confidence":
@@ -79,11 +81,11 @@ class ConstrainedRows:
             scores = propose(logits)[1]
         return torch.where(masked, witness, xblk), scores
 
-    def select(self, commit, tokens, scores, x, blk):
+    def select(self, commit, tokens, scores, x, blk, allowed=None):
         """Nothing to vet: every proposed token is the witness's, and any subset of it is valid."""
         return commit, tokens
 
-    def finish_block(self, x, blk):
+    def finish_block(self, x, blk, allowed=None):
         """Nothing to do: every commit came from a witness, so a block's masks are its schedule's."""
 
     def complete(self, logits, x, col: int, rows=None):

@@ -254,9 +254,23 @@ class LLM:
             rows = diffusion_generate(self.model, self.args, ids, params, self.stop_ids, self.pad_id,
                                       model_path=str(self.path), on_step=on_step, dfa=dfa,
                                       answers=answers if templated else None, kernels=self.kernels,
-                                      graphs=self.graphs)
+                                      graphs=self.graphs,
+                                      delimiters=self._newline_ids() if params.scheduler == "adablock" else ())
         elapsed = time.perf_counter() - t0
         return [self._output(p, r, params, elapsed) for p, r in zip(ids, rows)]
+
+    def _newline_ids(self) -> tuple:
+        """Token ids whose text is whitespace holding a newline (adablock's delimiters), once per LLM."""
+        if "_newlines" not in self.__dict__:
+            ids = ()
+            if self.tokenizer is not None:
+                from dllm.constraints.token_bytes import token_bytes
+
+                tb = token_bytes(self.tokenizer, self.args.vocab_size)
+                ids = tuple(t for t, b in enumerate(tb) if b and b"\n" in b and not b.strip()
+                            and t not in self.stop_ids and t != self.args.mask_token_id)
+            self._newlines = ids
+        return self._newlines
 
     def _apd_draft(self, params, templated: bool) -> "LLM":
         """APD's autoregressive checker for params.draft_model: loaded once per path, kept on this LLM."""
@@ -299,7 +313,7 @@ class LLM:
         stats = GenerationStats(
             nfe=row.nfe, steps=row.steps, elapsed_s=elapsed, prompt_tokens=len(prompt_ids),
             answer_tokens=len(answer), tokens_per_forward=len(answer) / row.nfe if row.nfe else 0.0,
-            trace=row.trace, cache_bytes=row.cache_bytes)
+            trace=row.trace, cache_bytes=row.cache_bytes, draft_rows=getattr(row, "draft_rows", 0))
         return RequestOutput(text=text, token_ids=answer, prompt_token_ids=list(prompt_ids), stats=stats,
                              finish_reason=reason)
 

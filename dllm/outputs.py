@@ -13,6 +13,7 @@ class GenerationStats:
     prompt_tokens: int = 0
     answer_tokens: int = 0
     cache_bytes: int = 0         # KV cache allocated for the batch that served the request
+    draft_rows: int = 0          # freedave: draft canvases its forwards ran (K per verifying forward)
     trace: list = field(default_factory=list)  # per step, when SamplingParams(trace=True)
 
 

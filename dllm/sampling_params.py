@@ -265,6 +265,14 @@ class SamplingParams:
         unit("adablock_delimiter_threshold", optional=True)
         if not _is_num(self.ete_budget_bits) or self.ete_budget_bits < 0:
             bad(f"ete_budget_bits must be a number >= 0, got {self.ete_budget_bits!r}.")
+        if self.scheduler == "wino" and self.cache != "none":
+            bad("scheduler 'wino' re-predicts the block against the whole canvas at every step, so it needs "
+                f"cache='none', got cache={self.cache!r}.")
+        if self.scheduler in ("wino", "freedave") and self.cfg_scale:
+            bad(f"scheduler {self.scheduler!r} does not support classifier-free guidance; set cfg_scale to 0.")
+        if self.scheduler == "freedave" and self.refresh_every:
+            bad("scheduler 'freedave' refreshes the cache only at block starts (its drafts share that cache); "
+                "set refresh_every to 0.")
 
     @property
     def num_blocks(self) -> int:

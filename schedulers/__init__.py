@@ -21,6 +21,9 @@ SCHEDULERS = {
     "eb": "dllm.schedulers.eb:EBSampler",
     "klass": "dllm.schedulers.klass:KLASS",
     "ete": "dllm.schedulers.ete:ExploreThenExploit",
+    "adablock": "dllm.schedulers.adablock:AdaBlock",
+    "freedave": "dllm.schedulers.freedave:FreeDave",
+    "wino": "dllm.schedulers.wino:WINO",
 }
 
 

@@ -44,6 +44,18 @@ class Step:
     ahead_masked: Optional[torch.Tensor] = None   # [B, A] bool
     ahead_tokens: Optional[torch.Tensor] = None   # [B, A] proposals (commits_ahead schedulers, unconstrained)
     ahead_commit: Optional[torch.Tensor] = None   # [B, A] set by select(): slots past the block to commit
+    # capability `drafts` (FreeDave): draft(D [B, K, W]) -> (logits [B, K, W, V], tokens, scores [B, K, W]),
+    # one forward over the B * K draft states (counted by the engine); select() may set carry (the logits
+    # of the state it commits to, [B, W, V]) and carry_state ([B, W]): the next step reuses them
+    draft: Optional[Callable] = None
+    carry: Optional[torch.Tensor] = None
+    carry_state: Optional[torch.Tensor] = None
+    # capabilities `shadow` + `revocable` (WINO): leave-one-out logits of the block's slots, the block's
+    # current tokens, the slots the scheduler decoded in this block; select() may set revoke [B, W]
+    shadow_logits: Optional[torch.Tensor] = None   # [B, W, V]
+    current: Optional[torch.Tensor] = None         # [B, W]
+    decoded: Optional[torch.Tensor] = None         # [B, W] bool
+    revoke: Optional[torch.Tensor] = None          # [B, W] bool, decoded slots that go back to mask
 
 
 class Scheduler:
@@ -59,6 +71,16 @@ class Scheduler:
     lookahead: int = 0
     #: True: select() may also commit masked slots among those (Step.ahead_commit) -- ETE
     commits_ahead: bool = False
+    #: True: each row's blocks are decided on the first forward of a round, by block_lengths(), which
+    #: reads up to plan_span slots from each row's block start -- AdaBlock
+    variable_blocks: bool = False
+    plan_span: int = 0
+    #: True: select() may verify drafts (Step.draft) and carry logits to the next step -- FreeDave
+    drafts: bool = False
+    #: True: the step's forward also scores a leave-one-out shadow of the block (Step.shadow_logits) -- WINO
+    shadow: bool = False
+    #: True: committed slots are not final: select() may send decoded slots back to mask (Step.revoke) -- WINO
+    revocable: bool = False
 
     def __init__(self, params, style: str, env=None):
         self.params, self.style, self.env = params, style, env
@@ -68,6 +90,11 @@ class Scheduler:
 
     def keep_rows(self, idx: torch.Tensor) -> None:
         """Requests left the batch (between blocks): keep the per-row state of rows idx."""
+
+    def block_lengths(self, logits: torch.Tensor, lo: int, starts: list[int], remaining: list[int]) -> list[int]:
+        """variable_blocks: logits [B, Q, V] of canvas columns lo.. (a round's first forward), each row's
+        block start column and answer slots left -> each row's block length (>= 1, <= remaining)."""
+        raise NotImplementedError
 
     def block_done(self, step: int) -> bool:
         raise NotImplementedError   # fixed schedulers only

@@ -221,7 +221,7 @@ def test_klass_without_a_cache_reads_the_previous_blocks_last_distribution(llada
 
 
 # ---- constraints, end-of-text prediction, batches ---------------------------------------------
-SEED = ["localleap", "eb", "klass", "ete"]
+SEED = ["localleap", "eb", "klass", "ete", "adablock", "freedave", "wino"]
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 6},
                                            "age": {"type": "integer", "minimum": 18, "maximum": 99}},
           "required": ["city", "age"]}

@@ -7,11 +7,14 @@ in a finished block leave the batch (their later blocks cannot change their answ
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
 
 from dllm.engine.canvas import Canvas
+from dllm.engine.capabilities import draft_round, plan_blocks, refill_after_stop
+from dllm.engine.special_forwards import shadow_forward
 from dllm.engine.kv_cache import BlockRunner
 from dllm.engine.scoring import propose
 from dllm.errors import ConstraintError
@@ -27,6 +30,7 @@ class RowResult:
     steps: int = 0
     trace: list = field(default_factory=list)
     cache_bytes: int = 0
+    draft_rows: int = 0          # capability drafts: draft canvases the request's forwards ran
 
 
 def schedule_style(params, args: ModelArgs) -> str:
@@ -46,22 +50,23 @@ class SchedulerEnv:
     model_path: str | None
     device: torch.device
     family: str = "llada"        # ModelArgs.family: papers with per-family defaults (freedave, adablock, klass)
+    delimiters: tuple = ()       # token ids that end a sentence or line (adablock: the tokenizer's newlines)
 
 
 @torch.no_grad()
 def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params, stop_ids,
                        pad_id: int, model_path=None, on_step=None, dfa=None, answers=None,
-                       kernels: str = "torch", graphs: str = "none") -> list[RowResult]:
+                       kernels: str = "torch", graphs: str = "none", delimiters=()) -> list[RowResult]:
     """dfa: the compiled constraint (constraints/regex.py TokenDFA) or None; answers: per-row
     initial answer slots (templates) or None. on_step(step: Step): called after each step's
     selection (tools such as train-filter). graphs: "cuda" | "compile" | "none", how cached steps
-    run (engine/graphs.py)."""
+    run (engine/graphs.py). delimiters: token ids of line ends, for schedulers that read them."""
     device = next(model.parameters()).device
     mask_id = args.mask_token_id
     canvas = Canvas.build(prompts, params.max_new_tokens, mask_id, pad_id, device, answers)
     P, bl = canvas.prompt_len, params.block
     style = schedule_style(params, args)
-    sched = get_scheduler(params.scheduler)(params, style, SchedulerEnv(model_path, device, args.family))
+    sched = get_scheduler(params.scheduler)(params, style, SchedulerEnv(model_path, device, args.family, tuple(delimiters)))
     gen = None
     if params.seed is not None:
         gen = torch.Generator(device=device).manual_seed(params.seed)
@@ -92,15 +97,25 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     propose_kw = dict(remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
                       top_k=params.top_k, style=style, generator=gen, banned=mask_id, kernels=kernels)
     global_step = 0
-    for b, steps in enumerate(steps_per_block(params.total_steps, params.num_blocks)):
-        blk = canvas.block_slice(b * bl, bl)
-        sched.begin_block((x[:, blk] == mask_id).sum(1).tolist(), steps)
+    starts = [0] * len(prompts)   # capability variable_blocks: each row's next block start (answer offset)
+    eot_filled = None             # capability revocable: the slots end-of-text prediction filled
+    rounds = itertools.repeat(params.total_steps) if sched.variable_blocks else \
+        steps_per_block(params.total_steps, params.num_blocks)
+    for b, steps in enumerate(rounds):
         runner.begin_block()
+        pre = None   # (logits, lo, counted): what a step uses instead of a forward of its own
+        if sched.variable_blocks:   # each row's block is decided on the round's first forward
+            blk, in_block, first, starts = plan_blocks(sched, runner, x, valid, pos, P, params.max_new_tokens, starts)
+            pre = (*first, False)
+        else:
+            blk, in_block = canvas.block_slice(b * bl, bl), None
+        sched.begin_block(_masked(x, blk, mask_id, in_block).sum(1).tolist(), steps)
         if constraint is not None:
             constraint.begin_block(x, blk)
+        decoded = torch.zeros_like(x[:, blk], dtype=torch.bool) if sched.revocable else None
         step = 0
         while True:
-            masked = x[:, blk] == mask_id
+            masked = _masked(x, blk, mask_id, in_block)
             if sched.fixed:
                 if sched.block_done(step):
                     break
@@ -116,18 +131,39 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 plan = None
                 step += 1
             before = x.clone() if params.trace else None
-            logits, lo = runner(x, valid, pos, blk, wide=sched.wide, ahead=sched.lookahead)
+            counted = False
+            if pre is not None:   # logits of this very state from an earlier forward (a plan or a draft)
+                logits, lo, counted = pre
+                pre = None
+            elif sched.shadow:    # capability shadow: block rows, then their leave-one-out shadow rows
+                logits, lo = shadow_forward(runner, x, valid, pos, blk), blk.start
+            else:
+                logits, lo = runner(x, valid, pos, blk, wide=sched.wide, ahead=sched.lookahead)
             raw = logits[:, blk.start - lo:blk.stop - lo]
             fused = sched.transform(raw, masked)
             if constraint is not None:   # DINGO: the masked slots take the best valid completion
-                tokens, scores = constraint.restrict(fused, x[:, blk], masked, lambda lg: propose(lg, **propose_kw))
+                free = masked if in_block is None else x[:, blk] == mask_id   # other rows' slots stay free
+                tokens, scores = constraint.restrict(fused, x[:, blk], free, lambda lg: propose(lg, **propose_kw))
             else:
                 tokens, scores = propose(fused, **propose_kw)
             for r in active:
-                results[r].nfe += forward_cost
+                results[r].nfe += 0 if counted else forward_cost
                 results[r].steps += 1
             st = Step(index=step - 1, forwards=global_step + 1, logits=raw, tokens=tokens, scores=scores,
-                      masked=masked, plan=plan, rows=active, block_start=blk.start, answer_start=P)
+                      masked=masked, plan=plan, rows=active, block_start=blk.start, answer_start=P,
+                      current=x[:, blk].clone())
+            if sched.shadow:
+                st.shadow_logits = logits[:, blk.stop - blk.start:]
+            if sched.revocable:
+                st.decoded = decoded
+            if sched.drafts:   # capability drafts: select() may verify drafts in one counted forward
+
+                def on_draft(k, active=active):
+                    for r in active:
+                        results[r].nfe += forward_cost
+                        results[r].draft_rows += k
+                st.draft = draft_round(runner, x, valid, pos, blk, constraint, lambda lg: propose(lg, **propose_kw),
+                                       on_draft)
             if sched.wide:
                 st.wide, st.wide_start = logits, lo
                 st.wide_masked = x[:, lo:lo + logits.shape[1]] == mask_id
@@ -154,29 +190,44 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
                 st.masked = masked
             commit = sched.select(st) & masked
             if constraint is not None:   # a CFG vets the commits (reject and re-pick); DINGO's are valid
-                commit, tokens = constraint.select(commit, tokens, scores, x, blk)
+                commit, tokens = constraint.select(commit, tokens, scores, x, blk, in_block)
             x[:, blk] = torch.where(commit, tokens, x[:, blk])
             if st.ahead_commit is not None:   # capability commits_ahead: masked slots past the block
                 ahead = slice(blk.stop, blk.stop + st.ahead_commit.shape[1])
                 x[:, ahead] = torch.where(st.ahead_commit & st.ahead_masked, st.ahead_tokens, x[:, ahead])
-            if eot:   # end-of-text prediction: everything after a row's first stop token is that token
+            if st.revoke is not None:   # capability revocable: decoded slots go back to mask
+                revoke = st.revoke & decoded & ~commit
+                x[:, blk] = x[:, blk].masked_fill(revoke, mask_id)
+                decoded = (decoded | commit) & ~revoke
+            elif decoded is not None:
+                decoded = decoded | commit
+            if eot and sched.revocable:   # a revoked stop token takes its fill with it
+                eot_filled = refill_after_stop(x, P, stop, mask_id, eot_filled)
+            elif eot:   # end-of-text prediction: everything after a row's first stop token is that token
                 _fill_after_stop(x, P, stop, mask_id)
+            if st.carry is not None and torch.equal(x[:, blk], st.carry_state):   # capability drafts
+                pre = (st.carry, blk.start, True)   # the accepted draft's logits are this state's
             if on_step is not None:
                 st.commit = commit
                 on_step(st)
             if params.trace:
-                _record(results, active, before, x, scores, blk, P, global_step, b, mask_id)
+                _record(results, active, before, x, scores, blk, P, global_step, b, mask_id, sched.revocable)
             global_step += 1
         if constraint is not None:
-            constraint.finish_block(x, blk)
+            constraint.finish_block(x, blk, in_block)
         answer = x[:, P:]
-        done = (torch.isin(answer[:, :blk.stop - P], stop).any(1) | (answer != mask_id).all(1)).tolist()
+        finished = torch.tensor(starts, device=device)[:, None] if sched.variable_blocks else blk.stop - P
+        before_end = torch.arange(answer.shape[1], device=device)[None, :] < finished   # each row's finished blocks
+        done = (torch.isin(answer, stop) & before_end).any(1) | (answer != mask_id).all(1)
+        done = done.tolist()
         if any(done):  # finished requests leave the batch: write them back, keep the others
             _write_back(canvas, rows, x)
             keep = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
             active = [r for r, d in zip(active, done) if not d]
             if not active:
                 break
+            starts = [s for s, d in zip(starts, done) if not d]
+            eot_filled = None if eot_filled is None else eot_filled[keep]
             runner.keep_rows(keep, len(done))
             sched.keep_rows(keep)
             if constraint is not None:
@@ -190,6 +241,12 @@ def diffusion_generate(model, args: ModelArgs, prompts: list[list[int]], params,
     for r, res in enumerate(results):
         res.answer = answers[r]
     return results
+
+
+def _masked(x, blk, mask_id, in_block):
+    """[B, W] bool: each row's masked slots of its own block inside the window."""
+    masked = x[:, blk] == mask_id
+    return masked if in_block is None else masked & in_block
 
 
 def _lookahead(st, sched, logits, lo, x, blk, mask_id, constraint, propose_kw):
@@ -217,17 +274,22 @@ def _write_back(canvas, rows, x):
         canvas.x[rows] = x
 
 
-def _record(results, active, before, x, scores, blk, P, global_step, block, mask_id):
+def _record(results, active, before, x, scores, blk, P, global_step, block, mask_id, revocable=False):
     """One trace entry per row: every answer slot this step filled (selection, early commit or
-    end-of-text fill), with its score where the selection scored it (None elsewhere)."""
+    end-of-text fill), with its score where the selection scored it (None elsewhere); for revocable
+    schedulers also "remasked", the answer slots that went back to mask."""
     filled = ((before == mask_id) & (x != mask_id)).cpu()
+    revoked = ((before != mask_id) & (x == mask_id)).cpu()
     x, scores = x.cpu(), scores.float().cpu()
     for i, r in enumerate(active):
         idx = filled[i].nonzero().flatten()
-        results[r].trace.append({
+        entry = {
             "step": global_step, "block": block,
             "positions": (idx - P).tolist(),
             "tokens": x[i, idx].tolist(),
             "scores": [round(scores[i, c - blk.start].item(), 6) if blk.start <= c < blk.stop else None
                        for c in idx.tolist()],
-        })
+        }
+        if revocable:
+            entry["remasked"] = (revoked[i].nonzero().flatten() - P).tolist()
+        results[r].trace.append(entry)

@@ -27,6 +27,7 @@ class KVCache:
         self.length = length
         self.start = 0          # canvas column of the first row of the window being run
         self.cols = None        # or the window's columns as a [T] device tensor (a replayable step)
+        self.write_rows = None  # or [B, T] bool: per-row windows (variable blocks), columns each row may write
 
     def update(self, layer: int, k, v, k_writer=None):
         """Write the window's k, v [B, Hkv, T, hd] at columns [start, start + T); return all L columns.
@@ -38,12 +39,27 @@ class KVCache:
             self.v[layer].index_copy_(2, self.cols, v)
             return self.k[layer], self.v[layer]
         end = self.start + v.shape[2]
+        if self.write_rows is not None:   # keep the cached columns outside each row's own window
+            old = [t[layer][:, :, self.start:end].clone() for t in (self.k, self.v)]
         if k_writer is not None:
             k_writer(self.k[layer][:, :, self.start:end])
         else:
             self.k[layer][:, :, self.start:end] = k
         self.v[layer][:, :, self.start:end] = v
+        if self.write_rows is not None:
+            keep = self.write_rows[:, None, :, None]                       # [B, 1, T, 1]
+            for t, o in zip((self.k, self.v), old):
+                win = t[layer][:, :, self.start:end]
+                win.copy_(torch.where(keep, win, o))
         return self.k[layer], self.v[layer]
+
+    def repeated(self, k: int) -> "KVCache":
+        """A copy whose row b * k + j is row b (FreeDave's draft rows, as its batch_expanding mode)."""
+        out = KVCache.__new__(KVCache)
+        out.k = [t.repeat_interleave(k, 0) for t in self.k]
+        out.v = [t.repeat_interleave(k, 0) for t in self.v]
+        out.length, out.start, out.cols, out.write_rows = self.length, self.start, None, None
+        return out
 
     def keep_rows(self, idx: torch.Tensor):
         """Drop finished requests (between blocks only)."""
@@ -79,6 +95,7 @@ class BlockRunner:
             self.graphs = StepGraphs(model, self.cache, graphs)
         self.prompt_cached = False
         self._pair = None   # CFG: [cond | uncond] token buffer with its doubled valid/pos, per row set
+        self.row_blocks = None   # variable blocks: (lo, hi) [B, 1] canvas columns of each row's own block
 
     def begin_block(self):
         self.forwards = 0
@@ -127,6 +144,13 @@ class BlockRunner:
         cond, uncond = logits.chunk(2)
         return uncond + (self.p.cfg_scale + 1) * (cond - uncond)
 
+    def window(self, blk, L: int) -> tuple[int, int]:
+        """Canvas columns [start, stop) a cached (not refreshing) step runs for block blk."""
+        p = self.p
+        start = blk.start - p.refresh_window - self.shift
+        stop = L if p.cache == "prefix" else min(blk.stop + p.refresh_window, L)
+        return max(start, 0), stop
+
     def _forward(self, x, valid, pos, blk, wide, ahead=0):
         valid = valid if self.canvas.padded else None   # no padding: plain bidirectional attention
         L, p = x.shape[1], self.p
@@ -138,8 +162,7 @@ class BlockRunner:
             stop = L
             self.prompt_cached = True
         else:
-            start = blk.start - p.refresh_window - self.shift
-            stop = L if p.cache == "prefix" else min(blk.stop + p.refresh_window, L)
+            start, stop = self.window(blk, L)
         start = max(start, 0)
         lo, hi = blk.start, blk.stop
         if wide:   # every answer column whose scoring row ran (Dream scores column i from row i - 1)
@@ -150,6 +173,22 @@ class BlockRunner:
         if self.cache is None:
             return self.model(x, pos, None, q, valid), lo
         self.cache.start = start
-        if self.graphs is not None and not refresh:   # the steady-state step: replayed
+        self.cache.write_rows = None if refresh else self._own_columns(start, stop, x.device)
+        if self.graphs is not None and not refresh and self.cache.write_rows is None:   # the steady-state step
             return self.graphs(x[:, start:stop], pos[:, start:stop], start, q, valid), lo
         return self.model(x[:, start:stop], pos[:, start:stop], self.cache, q, valid), lo
+
+    def _own_columns(self, start: int, stop: int, device):
+        """Variable blocks (capability of AdaBlock): rows whose blocks differ share one window, but each
+        row writes only the columns its own cached step would run ([B, T] bool, or None when all do), so
+        that a request's keys/values, and hence its answer, do not depend on its batch."""
+        if self.row_blocks is None:
+            return None
+        lo, hi = self.row_blocks
+        p, cols = self.p, torch.arange(start, stop, device=device)[None, :]
+        own = cols >= lo - p.refresh_window - self.shift
+        if p.cache != "prefix":
+            own = own & (cols < hi + p.refresh_window)
+        if bool(own.all()):
+            return None
+        return torch.cat([own, own]) if self.cfg else own

@@ -242,6 +242,16 @@ class Transformer(nn.Module):
             if isinstance(m, (RMSNorm, FeedForward, Attention)):
                 m.triton = name == "triton"
 
+    def _rows_by_index(self, h, cos, sin, mask, cache, rows: torch.Tensor):
+        """The forward's tail for query rows given as a [Q] index tensor (not shift_logits families)."""
+        assert not self.args.shift_logits, "index query rows are for families without the logit shift"
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, mask, cache, rows if i == last else None)
+        h = self.norm(h)
+        logits = F.linear(h, self.tok_embeddings.weight) if self.output is None else self.output(h)
+        return logits * (1.0 / self.args.dim ** 0.5) if self.args.scale_logits else logits
+
     @torch.no_grad()
     def forward(self, token_ids, positions, cache=None, query_slice: slice | None = None, attn_mask=None):
         """token_ids, positions [B, T]: the rows to run (a window of the canvas when cached).
@@ -250,6 +260,7 @@ class Transformer(nn.Module):
         these rows' keys/values at its `start` column and supplies all of its L columns.
         attn_mask [B, keys] bool: False on padding, never attended; or [B, T, keys] bool, a full
         per-query mask (the AR prefill, where a padding query must still see one key).
+        query_slice may also be a [Q] index tensor of rows (WINO: the block's rows and its shadow rows).
         Returns logits [B, Q, vocab] for the rows in query_slice (all rows when None): the LM
         head, and the last layer's attention output and MLP, never run on rows nobody reads. For
         shift_logits families (Dream) row i is scored by the hidden state at i-1 (row 0 by
@@ -262,6 +273,8 @@ class Transformer(nn.Module):
         cos, sin = self.rotary(positions, token_ids.shape[1] if cache is None else cache.length)
         mask = None if attn_mask is None else attn_mask[:, None] if attn_mask.dim() == 3 else attn_mask[:, None, None, :]
         L = token_ids.shape[1]
+        if isinstance(query_slice, torch.Tensor):   # rows given by index (WINO's block + shadow rows)
+            return self._rows_by_index(h, cos, sin, mask, cache, query_slice)
         q = query_slice if query_slice is not None else slice(0, L)
         if q.start is not None and q.stop is not None and 0 <= q.start <= q.stop:
             start, stop = q.start, q.stop   # callers keep stop <= L; q.indices(L) would pin L under torch.compile
