@@ -65,23 +65,18 @@ class FreeDave(Scheduler):
         return drafts[rows, best] & masked
 
     def _drafts(self, st, first, K):
-        """[B, K, W] bool: the slots each draft fills (beyond the committed ones)."""
+        """[B, K, W] bool: the slots each draft fills (beyond the committed ones): D_0 = the base step,
+        D_k = D_{k-1} + the next top-1 of the stale scores, i.e. the slots the base trajectory would
+        take if the confidences stayed as they are. With distinct confidences this is the authors'
+        top-(k+1) (FreeDave) and D_0 + top-k (FreeDave++); among equal ones it is torch.topk's own
+        top-1 choice, the one `topk` makes, so drafts are not rejected for a tie."""
         masked = st.masked
-        B, W = masked.shape
-        # D_0 = the base step itself (its top-1 exactly as the step picks it, ties included), then D_k =
-        # D_0 + the k best of the rest: the authors' top-(k+1) drafts (FreeDave) and D_0 + top-k (FreeDave++)
-        rest = masked & ~first
-        ranked = st.scores.masked_fill(~rest, float("-inf"))
-        out = first[:, None].expand(B, K, W).clone()
-        if K > 1:
-            order = torch.topk(ranked, min(K - 1, W), dim=-1).indices            # [B, K - 1]
-            k = torch.arange(K, device=masked.device)[:, None]
-            j = torch.arange(order.shape[1], device=masked.device)[None, :]
-            take = j < k                                                         # [K, K - 1]: draft k takes rank j
-            add = torch.zeros(B, K, W, dtype=torch.bool, device=masked.device)
-            add.scatter_(2, order[:, None, :].expand(B, K, order.shape[1]), take[None].expand(B, K, -1).contiguous())
-            out |= add & rest[:, None]
-        return out
+        B = masked.shape[0]
+        cur, out = first, [first]
+        for _ in range(K - 1):
+            cur = cur | commit_top(st.scores, masked & ~cur, [1] * B)
+            out.append(cur)
+        return torch.stack(out, 1)
 
 
 def verify(drafts: torch.Tensor, targets: torch.Tensor, dmask: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,12 @@ for each block: the scheduler plans the step; one forward returns logits for the
 only; propose() turns them into a token and a score per slot; the scheduler picks which
 masked slots to commit; the canvas is written in place. Rows whose answer holds a stop token
 in a finished block leave the batch (their later blocks cannot change their answer).
+
+Capabilities a scheduler may declare (schedulers/base.py; each is one marked place below, helpers
+in engine/capabilities.py and engine/special_forwards.py): lookahead / commits_ahead (logits of,
+and commits to, the slots after the block), variable_blocks (per-row blocks decided on a round's
+first forward), drafts (verify draft states in one counted forward, carry the accepted draft's
+logits), shadow + revocable (a leave-one-out shadow of the block; decoded slots may go back to mask).
 """
 from __future__ import annotations
 

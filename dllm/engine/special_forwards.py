@@ -33,7 +33,10 @@ def draft_forward(runner, x, valid, pos, blk: slice, drafts: torch.Tensor) -> to
 
 
 def shadow_forward(runner, x, valid, pos, blk: slice) -> torch.Tensor:
-    """-> logits [B, 2W, V]: rows 0..W-1 the block's slots, W..2W-1 their shadow (leave-one-out) slots."""
+    """-> logits [B, 2W, V]: rows 0..W-1 the block's slots, W..2W-1 their shadow (leave-one-out) slots.
+    A model that is not a transformer may compute these itself (`leave_one_out`, the evals' oracle)."""
+    if hasattr(runner.model, "leave_one_out"):
+        return runner.model.leave_one_out(x, valid if runner.canvas.padded else None, blk)
     B, L = x.shape
     W = blk.stop - blk.start
     dev = x.device
