@@ -339,17 +339,21 @@ def _show_steps(llm, out, label: str, color: bool):
     sep = "" if tok is not None else " "   # token texts carry their own spaces; ids do not
     canvas = [None] * width
     print(f"{label}step   0 │ {sep.join(f'{dim}{MASK}{reset}' for _ in canvas)}", file=sys.stderr)
+    revocable = any("remasked" in e for e in trace)   # wino: slots can go back to mask
     for e in trace:
         fresh = {p for p in e["positions"] if p < width}
-        if not fresh:
+        gone = [p for p in e.get("remasked", ()) if p < width]
+        if not fresh and not gone:
             continue
+        for p in gone:
+            canvas[p] = None
         for p, t in zip(e["positions"], e["tokens"]):
             if p < width:
                 canvas[p] = t
         cells = [f"{dim}{MASK}{reset}" if t is None else f"{new}{piece(t)}{reset}" if p in fresh else piece(t)
                  for p, t in enumerate(canvas)]
         print(f"{label}step {e['step'] + 1:3d} │ {sep.join(cells)}", file=sys.stderr)
-        if None not in canvas:
+        if None not in canvas and not revocable:
             break
 
 

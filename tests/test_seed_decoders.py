@@ -70,6 +70,16 @@ def test_eb_counts_prefixes_of_the_entropy_budget():
     assert sched("eb", eb_gamma=1.0).select(step).tolist() == [[True, True, True, True]]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_eb_entropy_is_categoricals_in_the_logits_dtype(dtype):
+    from dllm.schedulers.eb import entropy
+
+    z = (torch.randn(3, 5, 40, generator=torch.Generator().manual_seed(0)) * 4).to(dtype)
+    e = entropy(z)
+    assert e.dtype == dtype
+    assert torch.equal(e, torch.distributions.Categorical(logits=z).entropy())
+
+
 def test_klass_needs_stable_history_and_confidence():
     V = 5
     s = sched("klass")

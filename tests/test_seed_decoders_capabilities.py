@@ -235,3 +235,18 @@ def test_oracle_leave_one_out_is_the_marginal_with_the_slot_masked():
     assert torch.allclose(p[0, 3, 3], torch.tensor(0.5)) and torch.allclose(p[0, 3, 4], torch.tensor(0.5))
     # the block rows are the plain marginals: slot 1 given (3, ?, 3) -> only [3, 4, 3]
     assert torch.allclose(p[0, 1, 4], torch.tensor(1.0))
+
+
+def test_show_steps_replays_a_remask(capsys):
+    from types import SimpleNamespace
+
+    from dllm.cli import _show_steps
+    from dllm.outputs import GenerationStats, RequestOutput
+
+    trace = [{"step": 0, "block": 0, "positions": [0, 1], "tokens": [5, 5], "scores": [0.9, 0.9], "remasked": []},
+             {"step": 1, "block": 0, "positions": [], "tokens": [], "scores": [], "remasked": [0]},
+             {"step": 2, "block": 0, "positions": [0], "tokens": [7], "scores": [0.9], "remasked": []}]
+    out = RequestOutput(text=None, token_ids=[7, 5], prompt_token_ids=[1], stats=GenerationStats(trace=trace))
+    _show_steps(SimpleNamespace(tokenizer=None, stop_ids={9}), out, label="", color=False)
+    frames = capsys.readouterr().err.splitlines()
+    assert frames == ["step   0 │ ░ ░", "step   1 │ [5] [5]", "step   2 │ ░ [5]", "step   3 │ [7] [5]"]
