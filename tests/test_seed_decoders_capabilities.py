@@ -1,6 +1,6 @@
 """The seed decoders that need engine capabilities: adablock (variable blocks), freedave (draft
 rounds), wino (a shadow block and revocable slots). Parity with the authors' algorithms
-(tests/reference_seed_decoders.py) at batch 1 and 3 through LLM.generate, and each method's
+(tests/reference_seed_capabilities.py) at batch 1 and 3 through LLM.generate, and each method's
 special cases: FreeDave equals one-token-per-step greedy decoding with fewer forwards, WINO
 re-masks and re-decodes and terminates under adversarial logits, AdaBlock ends blocks at
 delimiters (a block of one slot included)."""
@@ -11,7 +11,8 @@ from dllm import LLM, SamplingParams
 from dllm.engine.diffusion import diffusion_generate
 from dllm.errors import InvalidParamsError, UnsupportedError
 from dllm.models.config import ModelArgs
-from tests import reference_seed_decoders as ref
+from tests import reference_seed_capabilities as ref
+from tests.reference_seed_decoders import Forwards
 from tests.helpers import load_state, random_prompt, upto_stop
 
 
@@ -44,7 +45,7 @@ def test_adablock_matches_the_authors_code(llada_newline_dir, cache):
         params = SamplingParams(max_new_tokens=gen, block_length=fallback, scheduler="adablock", cache=cache,
                                 adablock_delimiter_threshold=tau_d)
         refs, _, _ = _check(llm, _prompts(cfg["vocab_size"]), params, lambda p: ref.adablock_generate(
-            ref.Forwards(sd, cfg, cache), p, gen_length=gen, block_length=fallback, mask_id=cfg["mask_token_id"],
+            Forwards(sd, cfg, cache), p, gen_length=gen, block_length=fallback, mask_id=cfg["mask_token_id"],
             delimiter_ids=delims, delimiter_threshold=tau_d), gen)
         early += sum(any(n != min(fallback, gen - sum(r[2][:i])) for i, n in enumerate(r[2])) for r in refs)
     assert early > 0        # some blocks did end at a delimiter
@@ -136,7 +137,7 @@ def test_freedave_matches_the_authors_code(llada_notok_dir, cache):
     for kw in [dict(freedave_drafts=4), dict(freedave_drafts=3, freedave_threshold=0.5)]:
         params = SamplingParams(max_new_tokens=16, block_length=8, scheduler="freedave", cache=cache, **kw)
         refs, outs, alone = _check(llm, _prompts(cfg["vocab_size"]), params, lambda p: ref.freedave_generate(
-            ref.Forwards(sd, cfg, cache), p, gen_length=16, block_length=8, mask_id=cfg["mask_token_id"],
+            Forwards(sd, cfg, cache), p, gen_length=16, block_length=8, mask_id=cfg["mask_token_id"],
             drafts=kw["freedave_drafts"], threshold=kw.get("freedave_threshold")), 16)
         if len(alone.token_ids) == 16:
             assert alone.stats.draft_rows == refs[0][2]
