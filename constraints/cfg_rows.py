@@ -54,9 +54,11 @@ class GrammarRows:
     def begin_block(self, x, blk):
         self.ltr = [False] * len(self.ltr)
 
-    def witness(self, logits, xblk, masked, propose):
-        """The unconstrained proposal; the step's logits are kept for re-picks."""
-        self.logits = logits
+    def witness(self, logits, xblk, masked, propose, keep: bool = True):
+        """The unconstrained proposal; the step's logits are kept for re-picks (keep=False: a draft round's,
+        FreeDave, whose commits are vetted against the step's own logits)."""
+        if keep:
+            self.logits = logits
         return propose(logits)
 
     def check(self, commit, tokens, scores, x, blk):

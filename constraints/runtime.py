@@ -55,9 +55,10 @@ class ConstrainedRows:
             feas = torch.where(fixed[:, c, None], fix, free)
         return feas
 
-    def witness(self, logits, xblk, masked, propose):
+    def witness(self, logits, xblk, masked, propose, keep: bool = True):
         """-> (tokens, scores): the witness in the masked slots, scored by its own probability
-        (low_confidence) or by `propose()`'s score of the slot (other remasking rules)."""
+        (low_confidence) or by `propose()`'s score of the slot (other remasking rules). Several rows of
+        one request (FreeDave's draft canvases, keep=False) share its state."""
         l32 = logits.float()
         logp = torch.log_softmax(l32 / self.temperature if self.temperature > 0 else l32, -1)
         if self.temperature > 0:   # perturb-and-MAP: Gumbel noise on the tempered log-probabilities
@@ -65,7 +66,10 @@ class ConstrainedRows:
             search = logp - torch.log(-torch.log(u))
         else:
             search = logp
-        witness, ok = self.lat.witness(search, xblk, masked, self.state, self.feasible)
+        state, feasible = self.state, self.feasible
+        if logits.shape[0] != state.shape[0]:
+            state, feasible = state.expand(logits.shape[0]), feasible.expand(logits.shape[0], -1)
+        witness, ok = self.lat.witness(search, xblk, masked, state, feasible)
         if not bool(ok.all()):
             raise AssertionError("constrained decoding lost its witness")   # commits only ever come from witnesses
         if self.remasking == "low_confidence":

@@ -34,7 +34,7 @@ _HELP = {
     "schedule": f"tokens committed per step: {', '.join(SCHEDULES)}",
     "eps": "final timestep of the Dream schedule, in (0, 1)",
     "cfg_scale": "classifier-free guidance scale; 0 turns it off",
-    "threshold": "confidence threshold of threshold-based schedulers",
+    "threshold": "confidence threshold of threshold-based schedulers (default 0.9; wino's tau1 0.7)",
     "cache": f"KV cache: {', '.join(CACHES)}",
     "refresh_every": "with a cache, also refresh it every N forwards of a block; 0 = only at block starts",
     "refresh_window": "with a cache, recompute N slots either side of the block on cached steps",
@@ -341,17 +341,21 @@ def _show_steps(llm, out, label: str, color: bool):
     sep = "" if tok is not None else " "   # token texts carry their own spaces; ids do not
     canvas = [None] * width
     print(f"{label}step   0 │ {sep.join(f'{dim}{MASK}{reset}' for _ in canvas)}", file=sys.stderr)
+    revocable = any("remasked" in e for e in trace)   # wino: slots can go back to mask
     for e in trace:
         fresh = {p for p in e["positions"] if p < width}
-        if not fresh:
+        gone = [p for p in e.get("remasked", ()) if p < width]
+        if not fresh and not gone:
             continue
+        for p in gone:
+            canvas[p] = None
         for p, t in zip(e["positions"], e["tokens"]):
             if p < width:
                 canvas[p] = t
         cells = [f"{dim}{MASK}{reset}" if t is None else f"{new}{piece(t)}{reset}" if p in fresh else piece(t)
                  for p, t in enumerate(canvas)]
         print(f"{label}step {e['step'] + 1:3d} │ {sep.join(cells)}", file=sys.stderr)
-        if None not in canvas:
+        if None not in canvas and not revocable:
             break
 
 

@@ -14,6 +14,7 @@ class GenerationStats:
     answer_tokens: int = 0
     cache_bytes: int = 0         # KV pool bytes the request held (its canvas' keys/values, per layer)
     first_token_s: float = 0.0   # seconds from arrival until its first text became final
+    draft_rows: int = 0          # freedave: draft canvases its forwards ran (K per verifying forward)
     trace: list = field(default_factory=list)  # per step, when SamplingParams(trace=True)
     # json_schema requests: what the finished answer fails under the full schema (jsonschema), one
     # sentence each; [] when valid (constraints/json_schema/validate.py)

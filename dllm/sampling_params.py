@@ -47,7 +47,9 @@ class SamplingParams:
     schedule: str = "auto"
     eps: float = 1e-3
     cfg_scale: float = 0.0
-    threshold: float = 0.9
+    # confidence threshold of threshold, credit, localleap, adablock; None = the scheduler's paper default
+    # (its module's THRESHOLD, 0.9 unless declared: wino's tau1 is 0.7), resolved on construction
+    threshold: Optional[float] = None
     # apd (adaptive parallel decoding, arXiv 2506.00413; the loop is dllm/engine/apd.py): a small
     # autoregressive `draft_model` (same tokenizer) checks the diffusion model's drafts; the target
     # is q ∝ p_dLLM^apd_r · p_AR^(1 - apd_r); the diffusion forward sees `apd_window` masked slots
@@ -88,6 +90,9 @@ class SamplingParams:
             raise InvalidParamsError(msg)
 
         _check_types(self)      # every field: its annotated type, finite floats (generic, below)
+        if self.threshold is None:
+            from dllm.schedulers import default_threshold  # torch-free
+            object.__setattr__(self, "threshold", default_threshold(self.scheduler))
         _check_ranges(self)     # numeric fields: the intervals of _RANGES
         # block_length need not divide max_new_tokens here: LLaDA/Dream decoding refuses it
         # (engine/diffusion.py), block-diffusion families align blocks to position 0 and take any length
@@ -196,6 +201,9 @@ def _check_declared(p) -> None:
     """Each declared field's choices, tuple items (numbers, finite) and relation to the other fields."""
     for name, param in DECLARED.items():
         v = getattr(p, name)
+        msg = param.check(v, p) if param.check is not None and v is None else None
+        if msg:
+            raise InvalidParamsError(msg)
         if v is None:
             continue
         if param.choices is not None and v not in param.choices:

@@ -65,6 +65,16 @@ class OracleModel(nn.Module):
         p.scatter_add_(2, cand.clamp(min=0).transpose(1, 2), w[:, None, :].expand(-1, N, -1))
         return p / w.sum(1)[:, None, None]
 
+    def leave_one_out(self, x, valid, blk: slice) -> torch.Tensor:
+        """WINO's shadow forward (engine/special_forwards.py), exactly: logits [B, 2W, V], rows 0..W-1
+        the block's marginals, row W + i the marginal of block slot i with that slot masked."""
+        rows = [self.forward(x, None, None, blk, valid)]
+        for c in range(blk.start, blk.stop):
+            hidden = x.clone()
+            hidden[:, c] = self.mask_id
+            rows.append(self.forward(hidden, None, None, slice(c, c + 1), valid))
+        return torch.cat(rows, 1)
+
     def forward(self, x, positions, cache, query: slice, valid=None):
         if cache is not None:
             raise UnsupportedError("the oracle computes exact marginals from the whole canvas; run it with cache='none'.")

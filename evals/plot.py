@@ -23,10 +23,14 @@ def plot(rows: list[dict], path: str) -> None:
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.8 * nrows), squeeze=False)
+    names = sorted({s for by_sched in panels.values() for s in by_sched})
+    colors = plt.get_cmap("tab20").colors            # a scheduler keeps its colour and marker in every panel
+    style = {s: (colors[i % 20], "osD^v<>ph*"[i % 10]) for i, s in enumerate(names)}
     for ax, ((model, task, n, mode), by_sched) in zip(axes.flat, panels.items()):
         for sched, pts in sorted(by_sched.items()):
             pts = sorted(pts)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sched, alpha=0.8)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker=style[sched][1], color=style[sched][0],
+                    label=sched, alpha=0.8)
         front = pareto([p for pts in by_sched.values() for p in pts])
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front")
         if str(model).startswith("oracle") and mode == "infill" and n:

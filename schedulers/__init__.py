@@ -25,6 +25,14 @@ SCHEDULERS = {
     "sdar": "dllm.schedulers.sdar:SDAR",
     "dinfer": "dllm.schedulers.dinfer:DInfer",
     "fast_dllm_v2": "dllm.schedulers.fast_dllm_v2:FastDLLMv2",
+    # the seed papers' parallel decoders (issue 20)
+    "localleap": "dllm.schedulers.localleap:LocalLeap",
+    "eb": "dllm.schedulers.eb:EBSampler",
+    "klass": "dllm.schedulers.klass:KLASS",
+    "ete": "dllm.schedulers.ete:ExploreThenExploit",
+    "adablock": "dllm.schedulers.adablock:AdaBlock",
+    "freedave": "dllm.schedulers.freedave:FreeDave",
+    "wino": "dllm.schedulers.wino:WINO",
 }
 # decoding modes chosen by name too, that are not step policies: "apd" runs the request with an
 # autoregressive checker (dllm/engine/apd.py APDDecoder), chosen with SamplingParams(draft_model=...)
@@ -46,6 +54,13 @@ def declared_params() -> dict:
                 raise AssertionError(f"{name!r} is declared by two schedulers")
             out[name] = param
     return out
+
+
+def default_threshold(name: str) -> float:
+    """SamplingParams.threshold when not given: the scheduler module's THRESHOLD (its paper's value), else 0.9."""
+    spec = SCHEDULERS.get(name)
+    module = importlib.import_module(spec.split(":")[0]) if spec else None
+    return float(getattr(module, "THRESHOLD", 0.9))
 
 
 def get_scheduler(name: str, default: str = "topk"):

@@ -40,6 +40,24 @@ class Step:
     block_start: int = 0            # canvas column of the block's first slot
     answer_start: int = 0           # canvas column of the first answer slot
     before: Optional[torch.Tensor] = None   # the canvas before this step's commits (when tracing)
+    # capability `lookahead`: the slots just after the active block, where the forward scored them
+    ahead_logits: Optional[torch.Tensor] = None   # [B, A, V] raw logits of columns block end.. (A may be 0)
+    ahead_masked: Optional[torch.Tensor] = None   # [B, A] bool
+    ahead_tokens: Optional[torch.Tensor] = None   # [B, A] proposals (commits_ahead schedulers, unconstrained)
+    ahead_commit: Optional[torch.Tensor] = None   # [B, A] set by select(): slots past the block to commit
+    # capability `drafts` (FreeDave): draft(D [B, K, W] token ids) -> (logits [B, K, W, V], tokens, scores
+    # [B, K, W]) of the K draft states, one forward counted once (the engine runs it: select() is called
+    # again with the same Step once the logits are there); select() may set carry (the logits of the state
+    # it commits to, [B, W, V]) and carry_state ([B, W]): the next step reuses them without a forward
+    draft: Optional[Callable] = None
+    carry: Optional[torch.Tensor] = None
+    carry_state: Optional[torch.Tensor] = None
+    # capabilities `shadow` + `revocable` (WINO): leave-one-out logits of the block's slots, the block's
+    # current tokens, the slots decoded in this block; select() may set revoke [B, W]
+    shadow_logits: Optional[torch.Tensor] = None   # [B, W, V]
+    current: Optional[torch.Tensor] = None         # [B, W]
+    decoded: Optional[torch.Tensor] = None         # [B, W] bool
+    revoke: Optional[torch.Tensor] = None          # [B, W] bool, decoded slots that go back to mask
 
 
 @dataclass
@@ -48,6 +66,13 @@ class SchedulerEnv:
     model_path: Optional[str]
     device: object
     mask_id: int = -1            # the model's mask token (dinfer skips slots whose proposal is it)
+    family: str = "llada"        # ModelArgs.family: papers with per-family defaults (freedave, adablock, klass)
+    newline_ids: Optional[Callable] = None   # () -> token ids whose text is whitespace with a newline
+
+    @property
+    def delimiters(self) -> tuple:
+        """Token ids that end a line (adablock's delimiters), computed on first use."""
+        return tuple(self.newline_ids()) if self.newline_ids is not None else ()
 
 
 class Scheduler:
@@ -57,12 +82,35 @@ class Scheduler:
     fixed: bool = True
     #: True: wants logits for every answer column the forward computed (Step.wide)
     wide: bool = False
+    # ---- capabilities the engine honours (engine/diffusion.py, engine/capabilities.py; declared here,
+    # never branched on by name) ----
+    #: answer slots after the active block whose logits select() reads (Step.ahead_logits), where the
+    #: forward computes them anyway (no cache, prefix cache, a refresh) -- KLASS, ETE
+    lookahead: int = 0
+    #: True: select() may also commit masked slots among those (Step.ahead_commit) -- ETE
+    commits_ahead: bool = False
+    #: True: a block's length is decided on its first forward, by block_lengths(), which reads up to
+    #: plan_span slots from the block's start -- AdaBlock
+    variable_blocks: bool = False
+    plan_span: int = 0
+    #: select() may verify draft states (Step.draft) and carry logits to the next step: the most drafts per
+    #: round (an instance sets its K; a class declares True) -- FreeDave
+    drafts: int = 0
+    #: True: the step's forward also scores a leave-one-out shadow of the block (Step.shadow_logits) -- WINO
+    shadow: bool = False
+    #: True: committed slots are not final: select() may send decoded slots back to mask (Step.revoke) -- WINO
+    revocable: bool = False
 
     def __init__(self, params, style: str, env=None):
         self.params, self.style, self.env = params, style, env
 
     def begin_block(self, masked_counts: list[int], steps: int) -> None:
         pass
+
+    def block_lengths(self, logits: torch.Tensor, lo: int, starts: list[int], remaining: list[int]) -> list[int]:
+        """variable_blocks: logits [B, Q, V] of canvas columns lo.. (a block's first forward), each row's
+        block start column and answer slots left -> each row's block length (>= 1, <= remaining)."""
+        raise NotImplementedError
 
     def block_done(self, step: int) -> bool:
         raise NotImplementedError   # fixed schedulers only

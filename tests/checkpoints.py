@@ -44,8 +44,10 @@ def _vocab(path, tokenizer, writer_name, vocab_size):
 
 def write_llada(path, *, tokenizer=True, dim=64, n_layers=2, n_heads=4, n_kv_heads=None, hidden=96,
                 vocab_size=320, rope_theta=500000.0, shards=2, seed=0, qkv_bias=False, max_len=4096,
-                dtype=torch.float32, scale=0.35, head_scale=None):
-    """A LLaDA-8B-shaped checkpoint in miniature. Returns (config, {hf_name: tensor}, tokenizer info)."""
+                dtype=torch.float32, scale=0.35, head_scale=None, head_boost=None):
+    """A LLaDA-8B-shaped checkpoint in miniature. Returns (config, {hf_name: tensor}, tokenizer info).
+    head_boost {token id: factor}: scales those rows of the LM head (e.g. a model that often predicts
+    a newline, for adablock)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     V, mask, eos, info = _vocab(path, tokenizer, "write_llada_tokenizer", vocab_size)
@@ -67,6 +69,8 @@ def write_llada(path, *, tokenizer=True, dim=64, n_layers=2, n_heads=4, n_kv_hea
          "model.transformer.ln_f.weight": 1 + _random((dim,), g, 0.1),
          "model.transformer.ff_out.weight": _random((V, dim), g, head_scale or 2 * s)}
     t["model.transformer.ff_out.weight"][mask] = 0  # like a trained model: the mask token is never the argmax
+    for tok, factor in (head_boost or {}).items():
+        t["model.transformer.ff_out.weight"][tok] *= factor
     for i in range(n_layers):
         p = f"model.transformer.blocks.{i}."
         t[p + "q_proj.weight"] = _random((dim, dim), g, s)

@@ -27,14 +27,17 @@ def upto_stop(ids, stops):
     return out
 
 
-def decode(model, args, prompts, params, stop_ids, tokenizer=None):
+def decode(model, args, prompts, params, stop_ids, tokenizer=None, delimiters=None):
     """Run token-id prompts through the engine (LLMEngine.from_model) around any model object -> each
     request's decoder after it finished: .answer() (all N answer slots, past the end token too), .nfe,
-    .steps, .trace. For tests that script a model's logits."""
+    .steps, .trace. For tests that script a model's logits. delimiters: the line-end token ids adablock reads
+    (the tokenizer's newlines by default)."""
     from dllm.engine.llm_engine import LLMEngine
 
     engine = LLMEngine.from_model(model, args, tokenizer)
     engine.loaded.stop_ids = set(stop_ids)
+    if delimiters is not None:
+        engine.loaded.newlines = tuple(delimiters)
     decoders = []
     for i, p in enumerate(prompts):
         engine.add_request(str(i), {"prompt_token_ids": list(p)}, params, stream=False)

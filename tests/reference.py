@@ -141,8 +141,10 @@ def dream_generate(logits_fn, input_ids, *, steps, max_new_tokens, mask_id, eps=
 # with a dual cache it overwrites the block's columns in the full-length cache in place
 # (queries at the block's positions). RoPE is applied to the whole key sequence each call.
 
-def llada_kv_forward(sd, cfg, ids, past=None, replace=None):
-    """-> (logits [B, T, V], [(k, v) per layer] pre-RoPE over all key columns)."""
+def llada_kv_forward(sd, cfg, ids, past=None, replace=None, positions=None, attn_mask=None):
+    """-> (logits [B, T, V], [(k, v) per layer] pre-RoPE over all key columns). Without a cache,
+    positions [T] (default 0..T-1) and a [T, T] bool attn_mask (True = may attend) can be given, as
+    modeling_llada.py takes position_ids and attention_mask (WINO's shadow block)."""
     d, H = cfg["d_model"], cfg["n_heads"]
     Hkv = cfg.get("n_kv_heads") or H
     hd = d // H
@@ -169,7 +171,8 @@ def llada_kv_forward(sd, cfg, ids, past=None, replace=None):
             q_end = T
         present.append((k, v))
         S = k.shape[2]
-        ang = torch.einsum("i,j->ij", torch.arange(S, dtype=torch.float), inv)
+        at = torch.arange(S, dtype=torch.float) if positions is None else positions.float()
+        ang = torch.einsum("i,j->ij", at, inv)
         ang = torch.cat((ang, ang), -1)
         sin, cos = ang.sin()[None, None], ang.cos()[None, None]
         qs, qc = sin[:, :, q_end - T:q_end], cos[:, :, q_end - T:q_end]
@@ -177,7 +180,10 @@ def llada_kv_forward(sd, cfg, ids, past=None, replace=None):
         kr = (k.float() * cos + _rot(k.float()) * sin).to(k.dtype)
         kr = kr.repeat_interleave(H // Hkv, dim=1)
         vr = v.repeat_interleave(H // Hkv, dim=1)
-        att = torch.softmax((q @ kr.transpose(-1, -2)) / math.sqrt(hd), dim=-1) @ vr
+        s = (q @ kr.transpose(-1, -2)) / math.sqrt(hd)
+        if attn_mask is not None:
+            s = s.masked_fill(~attn_mask, float("-inf"))
+        att = torch.softmax(s, dim=-1) @ vr
         x = x + F.linear(att.transpose(1, 2).reshape(B, T, d), w("attn_out.weight"))
         h = _rms(x, w("ff_norm.weight"), cfg["rms_norm_eps"])
         x = x + F.linear(F.silu(F.linear(h, w("ff_proj.weight"))) * F.linear(h, w("up_proj.weight")), w("ff_out.weight"))

@@ -262,6 +262,8 @@ def filter_file(tmp_path_factory):
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
 @pytest.mark.parametrize("fixture", ["llada_notok_dir", "dream_dir"])
 def test_every_scheduler_with_every_cache_and_a_batch(request, name, cache, fixture, filter_file):
+    if name == "wino" and (cache != "none" or fixture == "dream_dir"):
+        pytest.skip("wino refuses caches and Dream-style models (tests/test_seed_decoders_capabilities.py)")
     llm = LLM(request.getfixturevalue(fixture))
     V = llm.args.vocab_size
     prompts = [{"prompt_token_ids": random_prompt(V, n, n)[0].tolist()} for n in (3, 6, 4)]
@@ -272,10 +274,11 @@ def test_every_scheduler_with_every_cache_and_a_batch(request, name, cache, fixt
     alone = llm.generate(prompts[1], params)[0]
     assert outs[1].token_ids == alone.token_ids            # batching does not change a request
     for out in outs:
-        assert 1 <= out.stats.nfe <= 12 + 1
+        assert 1 <= out.stats.nfe <= 12 + 1                 # a request counts its own forwards only
         assert llm.args.mask_token_id not in out.token_ids
         slots = [p for e in out.stats.trace for p in e["positions"]]
-        assert len(slots) == len(set(slots))                # every slot committed once
+        remasked = [p for e in out.stats.trace for p in e.get("remasked", ())]   # revocable schedulers (wino)
+        assert len(slots) == len(set(slots)) + len(remasked)   # every slot committed once, again once per re-mask
         assert all(0 <= p < 12 for p in slots)
 
 

@@ -36,6 +36,11 @@ def check_supported(params, args):
     unsupported = {"cache": params.cache != "none", "cfg_scale": params.cfg_scale > 0,
                    "early_commit": params.scheduler == "early_commit", "apd": params.scheduler == "apd"}
     bad = next((k for k, v in unsupported.items() if v), None)
+    from dllm.schedulers import get_scheduler
+    sched = get_scheduler(params.scheduler, args.scheduler)
+    if bad is None and (sched.variable_blocks or sched.drafts or sched.shadow):
+        raise UnsupportedError(f"scheduler {params.scheduler!r} is not supported for block-diffusion models (their "
+                               "blocks, attention and cache are the model's own).")
     if bad == "cache":
         raise UnsupportedError("block-diffusion models always decode with their exact block KV cache; leave cache "
                                "at 'none'.")
@@ -46,14 +51,15 @@ def check_supported(params, args):
 class BlockWindows:
     """The rows of a block-causal request: its denoising step is the block against its own pool columns."""
 
-    def __init__(self, B: int, token_shift: bool):
+    def __init__(self, B: int, token_shift: bool, L: int):
         self.B, self.shift = B, token_shift
-        self.ranges, self.bases, self.lo = 1, [None], 0
+        self.ranges, self.bases, self.lo, self.width = 1, [None], 0, L
 
     def bind(self, bases):
         self.bases = list(bases)
 
-    def rows(self, x, blk: slice, forwards: int, wide: bool) -> list[ForwardRow]:
+    def rows(self, x, blk: slice, forwards: int, wide: bool, ahead: int = 0) -> list[ForwardRow]:
+        """ahead is ignored: a block-causal step runs no column after its block."""
         self.lo = blk.start
         return [ForwardRow(ids=x[blk], start=blk.start, keys=blk.stop, q=(0, self.B), base=self.bases[0],
                            steady=forwards > 0)]
@@ -79,7 +85,7 @@ class BlockDecoder(DiffusionDecoder):
         steps = min(params.denoising_steps or B, B)   # more steps than slots only adds empty ones
         super().__init__(prompt, answer, params, args, stop_ids, env, constraint, n_slots=N + extra,
                          block_steps=[steps] * (self.end - self.first))
-        self.windows = BlockWindows(B, args.token_shift)
+        self.windows = BlockWindows(B, args.token_shift, self.L)
         self.token_shift = args.token_shift
         self.phase = "prefill" if self.first > 0 else "denoise"
 

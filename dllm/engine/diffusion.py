@@ -10,11 +10,15 @@ finished block holds a stop token (later blocks cannot change its answer) or no 
 Early commit may need logits the step's forward did not compute (the rest of the answer under a cache,
 or Prophet's watched positions): it raises `NeedForward`, the request asks for that forward at the next
 engine step (counted in nfe) and the step resumes with it, so every forward goes through the runner.
+FreeDave's draft rounds do the same (capabilities.NeedDrafts). Other declared scheduler capabilities
+(lookahead, variable blocks, drafts, the shadow block, revocable slots) are honoured through
+engine/capabilities.py and engine/windows.py, each at one marked place below.
 """
 from __future__ import annotations
 
 import torch
 
+from dllm.engine import capabilities as cap
 from dllm.engine.request import Decoder
 from dllm.engine.runner import ForwardRow
 from dllm.engine.sampling import generator, propose
@@ -60,22 +64,26 @@ class DiffusionDecoder(Decoder):
         constraint: the compiled constraint (constraints/base.py), bound to this request here.
         n_slots, block_steps: the answer slots and the steps of each block, when a subclass lays its
         blocks out otherwise (engine/block_diffusion.py)."""
-        if block_steps is None and params.max_new_tokens % params.block:   # LLaDA's blocks tile the answer
+        sched_cls = get_scheduler(params.scheduler, args.scheduler)
+        variable = sched_cls.variable_blocks and block_steps is None
+        if block_steps is None and not variable and params.max_new_tokens % params.block:   # LLaDA's blocks tile the answer
             raise InvalidParamsError(f"block_length {params.block} does not divide max_new_tokens "
                                      f"{params.max_new_tokens}; choose a block length that divides the answer length.")
         super().__init__(prompt, answer_init, n_slots or params.max_new_tokens, args.mask_token_id, stop_ids,
                          env.device)
         self.p, self.args, self.mask_id = params, args, args.mask_token_id
         self.style = schedule_style(params, args)
-        sched_env = SchedulerEnv(env.model_path, env.device, args.mask_token_id)
-        self.sched = get_scheduler(params.scheduler, args.scheduler)(params, self.style, sched_env)
+        sched_env = SchedulerEnv(env.model_path, env.device, args.mask_token_id, args.family, env.newline_ids)
+        self.sched = s = sched_cls(params, self.style, sched_env)
         self.gen = generator(params.seed, env.device)
         self.eot = params.eot_prediction and bool(self.stop)
         self.stop_t = torch.tensor(sorted(self.stop) or [-1], device=env.device)
         self.cost = 2 if params.cfg_scale > 0 else 1        # a guided step runs the prompt-masked copy too
         self.windows = Windows(params, args, self.P, self.L, classic=env.classic,
-                               extra_scratch=self.sched.wide and params.cache != "none")
-        self.block_steps = block_steps or steps_per_block(params.total_steps, params.num_blocks)
+                               extra_scratch=s.wide and params.cache != "none", drafts=int(s.drafts), shadow=s.shadow)
+        # variable blocks: each is sized by its first forward, at most one per answer slot
+        self.block_steps = block_steps or ([params.total_steps] * self.N if variable else
+                                           steps_per_block(params.total_steps, params.num_blocks))
         self.b, self.in_block, self.step, self.forwards = 0, False, 0, 0
         sampler = args.sampler if args.block_causal else self.style   # how the family's reference draws
         self.propose_kw = dict(remasking=params.remasking, temperature=params.temperature, top_p=params.top_p,
@@ -84,11 +92,18 @@ class DiffusionDecoder(Decoder):
         self.on_step, self.row = env.on_step, 0
         self.pending: Step | None = None      # a step waiting for the logits of an extra forward
         self.extra = None                     # (logits [1, L - col, V], col) of that forward
+        # capabilities (schedulers/base.py): a variable block and whether this forward sizes it; the draft
+        # states a pending step waits for and their results; logits carried to the next step; the block's
+        # decoded slots and the end-of-text fill (revocable)
+        self.var_blk, self.sizing, self.next_start = None, False, 0
+        self.pending_drafts, self.draft_out, self.draft_rows = None, None, 0
+        self.carry = None
+        self.decoded, self.eot_filled = None, None
         self.constraint = None if constraint is None else constraint.bind(self)
 
     # ---- what the engine asks ---------------------------------------------------------------------
     def needs(self) -> list[tuple[str, int]]:
-        return [("main", self.L)] * self.windows.ranges
+        return [("main", self.windows.width)] * self.windows.ranges
 
     def bind(self, bases):
         super().bind(bases)
@@ -96,6 +111,8 @@ class DiffusionDecoder(Decoder):
 
     @property
     def blk(self) -> slice:
+        if self.var_blk is not None:
+            return self.var_blk
         bl = self.p.block
         return slice(self.P + self.b * bl, self.P + (self.b + 1) * bl)
 
@@ -103,17 +120,27 @@ class DiffusionDecoder(Decoder):
         if self.done:
             return self.N
         masked = (self.x[self.P:] == self.mask_id).nonzero()
-        return int(masked[0]) if len(masked) else self.N
+        n = int(masked[0]) if len(masked) else self.N
+        if self.sched.revocable and self.in_block:   # the active block's slots (and fills after it) may change
+            n = min(n, self.blk.start - self.P)
+        return n
 
     def plan(self) -> list[ForwardRow]:
         if self.done:
             return []
+        if self.pending_drafts is not None:   # the draft states a pending step waits for
+            return self.windows.draft_rows(cap.draft_canvases(self.x, self.blk, self.pending_drafts), self.blk)
         if self.pending is not None:     # the extra forward a pending step waits for
             return self.windows.extra_rows(self.x, self.pending_col)
         while True:
             rows = self._phase_rows()
             if rows is not None:
                 return rows
+            if not self.in_block and self.sched.variable_blocks:   # the block's first forward sizes it
+                start = self.P + self.next_start
+                span = slice(start, min(self.L, start + max(self.sched.plan_span, 1)))
+                self.sizing, self.forwards, self.step, self.cur_plan = True, 0, 1, None
+                return self.windows.rows(self.x, span, 0, wide=False)
             blk = self.blk
             if not self.in_block:
                 self._begin_block(blk)
@@ -136,20 +163,44 @@ class DiffusionDecoder(Decoder):
                     continue
                 self.cur_plan = None
                 self.step += 1
-            return self.windows.rows(self.x, blk, self.forwards, wide=self.sched.wide)
+            if self.sched.shadow:
+                return [self.windows.shadow_row(self.x, blk, self.mask_id)]
+            return self.windows.rows(self.x, blk, self.forwards, wide=self.sched.wide, ahead=self.sched.lookahead)
 
     def advance(self, outs: list[torch.Tensor]):
         if self._phase_advance(outs):
             return
-        if self.pending is not None:
+        if self.pending_drafts is not None:   # FreeDave: the K draft rows, counted as one forward
+            self.nfe += self.cost
+            self.draft_rows += len(outs)
+            self.draft_out = (self.pending_drafts, self._propose_drafts(torch.stack(outs)))
+            st, self.pending, self.pending_drafts = self.pending, None, None
+            self._finish_step(st)
+        elif self.pending is not None:
             self.nfe += self.cost
             self.extra = (self.windows.guide(outs)[None], self.pending_col)
             st, self.pending = self.pending, None
             self._finish_step(st)
-            return
-        logits = self.windows.guide(outs)                                   # [Q, V] canvas columns lo..
-        lo = self.windows.lo
-        self.forwards += 1
+        else:
+            logits = self.windows.guide(outs)                               # [Q, V] canvas columns lo..
+            if self.sizing:   # variable blocks: this forward sizes the block, then is its first step
+                self.sizing = False
+                start, lo = self.P + self.next_start, self.windows.lo
+                n = cap.size_block(self.sched, logits, lo, start, self.L - start)
+                self.var_blk = slice(start, start + n)
+                self._begin_block(self.var_blk)
+                self.step = 1
+            self._step(logits, self.windows.lo, counted=False)
+        # drafts: a step whose state is the accepted draft's runs now on its logits, without a forward
+        while self.carry is not None and self.pending is None and not self.done and self.in_block:
+            (logits, lo), self.carry = self.carry, None
+            self.step += 1
+            self._step(logits, lo, counted=True)
+
+    def _step(self, logits, lo: int, counted: bool):
+        """One step on the logits [Q, V] of canvas columns lo.. (counted: they come from an earlier
+        forward, already in nfe)."""
+        self.forwards += 0 if counted else 1
         blk, x = self.blk, self.x
         raw = logits[blk.start - lo:blk.stop - lo][None]                    # [1, block, V]
         masked = (x[blk] == self.mask_id)[None]
@@ -159,10 +210,22 @@ class DiffusionDecoder(Decoder):
         else:
             tokens, scores = propose(fused, **self.propose_kw)
         check_finite(scores, raw, masked, self.p.remasking, self.steps + 1)
-        self.nfe += self.cost
+        self.nfe += 0 if counted else self.cost
         self.steps += 1
         st = Step(index=self.step - 1, forwards=self.steps, logits=raw, tokens=tokens, scores=scores,
-                  masked=masked, plan=self.cur_plan, rows=[self.row], block_start=blk.start, answer_start=self.P)
+                  masked=masked, plan=self.cur_plan, rows=[self.row], block_start=blk.start, answer_start=self.P,
+                  current=x[blk].clone()[None])
+        s = self.sched
+        if s.lookahead:   # the slots after the block that this forward scored
+            free = s.commits_ahead and self.constraint is None
+            cap.ahead_fields(st, s.lookahead, logits, lo, x, blk, self.mask_id,
+                             (lambda lg: propose(lg, **self.propose_kw)) if free else None)
+        if s.drafts:
+            st.draft = self._draft
+        if s.shadow:      # the shadow row's logits follow the block's
+            st.shadow_logits = logits[blk.stop - lo:blk.stop - lo + (blk.stop - blk.start)][None]
+        if s.revocable:
+            st.decoded = self.decoded[None]
         if self.sched.wide:
             st.wide, st.wide_start = logits[None], lo
             st.wide_masked = (x[lo:lo + logits.shape[0]] == self.mask_id)[None]
@@ -170,6 +233,26 @@ class DiffusionDecoder(Decoder):
         st.before = x.clone() if self.p.trace else None
         self.extra = None
         self._finish_step(st)
+
+    # ---- capability drafts (FreeDave) -------------------------------------------------------------------
+    def _draft(self, drafts):
+        """Step.draft: drafts [1, K, W] -> (logits [1, K, W, V], tokens, scores [1, K, W]) once the request's
+        next forward has run them (NeedDrafts until then)."""
+        if self.draft_out is not None and torch.equal(self.draft_out[0], drafts):
+            out, self.draft_out = self.draft_out[1], None
+            return out
+        raise cap.NeedDrafts(drafts)
+
+    def _propose_drafts(self, logits):
+        """logits [K, W, V] of the pending drafts' block rows -> each draft's proposal on its own logits (under
+        a constraint, the witness for that draft's canvas)."""
+        drafts = self.pending_drafts[0]                                   # [K, W]
+        if self.constraint is not None:
+            tokens, scores = self.constraint.witness(logits, drafts, drafts == self.mask_id,
+                                                     lambda lg: propose(lg, **self.propose_kw), keep=False)
+        else:
+            tokens, scores = propose(logits.clone(), **self.propose_kw)
+        return logits[None], tokens[None], scores[None]
 
     # ---- the constraint sees the answer's columns only (a block-diffusion block may start in the prompt) -
     def _answer_part(self, blk) -> tuple[slice, int]:
@@ -204,7 +287,11 @@ class DiffusionDecoder(Decoder):
         except NeedForward as need:
             self.pending, self.pending_col = st, need.col
             return
-        commit = self.sched.select(st) & masked
+        try:
+            commit = self.sched.select(st) & masked
+        except cap.NeedDrafts as need:   # FreeDave: the draft states' logits come from the next forward
+            self.pending, self.pending_drafts = st, need.drafts
+            return
         # the invariant, whatever the scheduler returned: a row with a mask left commits its best slot
         commit = commit | (best_slot(st.scores, masked) & ~commit.any(-1, keepdim=True))
         tokens = st.tokens
@@ -213,8 +300,15 @@ class DiffusionDecoder(Decoder):
             c, t = self.constraint.check(commit[:, off:], tokens[:, off:], st.scores[:, off:], x[None], ab)
             commit, tokens = torch.cat((commit[:, :off], c), 1), torch.cat((tokens[:, :off], t), 1)
         x[blk] = torch.where(commit[0], tokens[0], x[blk])
-        if self.eot:   # end-of-text prediction: everything after the first stop token is that token
+        cap.commit_ahead(st, x, blk)                 # commits_ahead: masked slots past the block
+        if self.decoded is not None:                 # revocable: decoded slots may go back to mask
+            self.decoded = cap.revoke(st, x, blk, commit[0], self.decoded, self.mask_id)
+        if self.eot and self.sched.revocable:        # a revoked stop token takes its fill with it
+            self.eot_filled = cap.refill_after_stop(self, self.eot_filled)
+        elif self.eot:   # end-of-text prediction: everything after the first stop token is that token
             self._fill_after_stop()
+        if st.carry is not None and torch.equal(x[blk], st.carry_state[0]):   # drafts: the accepted state's logits
+            self.carry = (st.carry[0], blk.start)
         if self.on_step is not None:
             st.commit = commit
             self.on_step(st)
@@ -254,7 +348,9 @@ class DiffusionDecoder(Decoder):
         self.sched.begin_block([int((self.x[blk] == self.mask_id).sum())], self.block_steps[self.b])
         if self.constraint is not None:
             self.constraint.begin_block(self.x[None], self._answer_part(blk)[0])
-        self.in_block, self.step, self.forwards = True, 0, 0
+        self.in_block, self.step, self.forwards, self.carry = True, 0, 0, None
+        if self.sched.revocable:
+            self.decoded = torch.zeros(blk.stop - blk.start, dtype=torch.bool, device=self.x.device)
 
     def _end_block(self, blk):
         if self.constraint is not None:
@@ -267,6 +363,8 @@ class DiffusionDecoder(Decoder):
         ans = self.x[self.P:]
         done = bool(torch.isin(ans[:blk.stop - self.P], self.stop_t).any()) or not bool((ans == self.mask_id).any())
         self.b, self.in_block = self.b + 1, False
+        if self.var_blk is not None:   # variable blocks: the next one starts where this one ended
+            self.next_start, self.var_blk = blk.stop - self.P, None
         self.done = done or self.b == len(self.block_steps)
 
     # ---- hooks of decoders with forwards besides the denoising steps (engine/block_diffusion.py) ---
@@ -290,3 +388,6 @@ class DiffusionDecoder(Decoder):
             "tokens": [xs[c] for c in filled],
             "scores": [round(scores[c - blk.start].item(), 6) if blk.start <= c < blk.stop else None for c in filled],
         })
+        if self.sched.revocable:   # and the answer slots that went back to mask
+            back = ((st.before != self.mask_id) & (self.x == self.mask_id)).nonzero().flatten().tolist()
+            self.trace[-1]["remasked"] = [c - self.P for c in back]

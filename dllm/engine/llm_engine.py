@@ -32,6 +32,7 @@ class DecodeEnv:
     model_path: str | None
     classic: bool                  # the model runs row by row (no ragged path)
     on_step: object = None         # tools (train-filter): called with every diffusion Step
+    newline_ids: object = None     # () -> the tokenizer's line-end token ids (adablock's delimiters)
 
 
 class LLMEngine:
@@ -244,7 +245,8 @@ class LLMEngine:
         return GenerationStats(
             nfe=dec.nfe, steps=dec.steps, elapsed_s=end - req.arrival, prompt_tokens=len(req.prompt_ids),
             answer_tokens=len(ids), tokens_per_forward=len(ids) / dec.nfe if dec.nfe else 0.0,
-            trace=dec.trace, cache_bytes=pool_bytes, first_token_s=req.first_token_s or 0.0)
+            trace=dec.trace, cache_bytes=pool_bytes, first_token_s=req.first_token_s or 0.0,
+            draft_rows=getattr(dec, "draft_rows", 0))
 
     def _pool(self, key):
         return self.scheduler.pools[key]

@@ -48,6 +48,19 @@ class Loaded:
     classic: bool = False            # no ragged forward: the runner runs it row by row
     stop_ids: set = field(default_factory=set)
     pad_id: int = 0
+    newlines: tuple | None = None    # newline_ids(), once computed (or set by tools for tokenizer-free models)
+
+    def newline_ids(self) -> tuple:
+        """Token ids whose text is whitespace holding a newline (adablock's delimiters), computed once."""
+        if self.newlines is None:
+            ids = ()
+            if self.tokenizer is not None:
+                from dllm.constraints.token_bytes import token_bytes
+                tb = token_bytes(self.tokenizer, self.args.vocab_size)
+                ids = tuple(t for t, b in enumerate(tb) if b and b"\n" in b and not b.strip()
+                            and t not in self.stop_ids and t != self.args.mask_token_id)
+            self.newlines = ids
+        return self.newlines
 
 
 def load(model, device=None, dtype=None, kernels=None, graphs=None, pack=None) -> Loaded:

@@ -23,7 +23,11 @@ class ForwardRow:
     also their positions); base: the pool column of canvas column 0 (None: the row keeps no keys, a
     classic model); keys: S, the row attends canvas columns [0, S); q: the window rows [lo, hi) whose
     logits are returned; attn: "full" (bidirectional), "causal", ("block", size) (block-causal from
-    position 0) or a [T, S] bool tensor (True = attend)."""
+    position 0) or a [T, S] bool tensor (True = attend). positions [T]: the tokens' positions when they are
+    not their columns (WINO's shadow slots sit after the block at the block's positions); cols [S]: the pool
+    column of each key when the row reads keys outside its own range (FreeDave's draft rows read the
+    request's cached columns and their own window); leave_one_out: the block (canvas columns) of a shadow
+    row, for classic models that compute leave-one-out marginals themselves (the evaluation oracle)."""
     ids: torch.Tensor
     start: int
     keys: int
@@ -33,6 +37,9 @@ class ForwardRow:
     handle: object = field(default=None, repr=False)   # classic models: the request's cache handle
     runner: str = "main"                                # which model runs it (APD's checker: its own key)
     steady: bool = False     # a cached step whose shapes repeat (replayed when graphs != "none")
+    positions: torch.Tensor | None = None
+    cols: torch.Tensor | None = None
+    leave_one_out: slice | None = None
 
     @property
     def T(self) -> int:
@@ -111,7 +118,8 @@ class ModelRunner:
         False: every bucket gathers by index tensors, so that a recording reads no Python int that
         changes between blocks."""
         ids = torch.cat([r.ids for r in rows])[None]                                   # [1, N]
-        positions = torch.cat([torch.arange(r.start, r.start + r.T, device=self.device) for r in rows])[None]
+        positions = torch.cat([r.positions if r.positions is not None else
+                               torch.arange(r.start, r.start + r.T, device=self.device) for r in rows])[None]
         ctx, last_rows, head = self._context(rows, views)
         return StepInputs(ids, positions, ctx, last_rows, head, max(r.keys for r in rows))
 
@@ -120,11 +128,15 @@ class ModelRunner:
         so that it fails its own request only)."""
         from dllm.errors import DllmError
 
-        pos = torch.arange(r.start, r.start + r.T, device=self.device)[None]
+        pos = (r.positions if r.positions is not None else torch.arange(r.start, r.start + r.T, device=self.device))[None]
         if r.handle is not None:
             r.handle.start = r.start
         mask = r.attn[None] if isinstance(r.attn, torch.Tensor) else None
         try:
+            blk = r.leave_one_out
+            if blk is not None and hasattr(self.model, "leave_one_out"):   # [block | its shadow] rows, exactly
+                canvas = torch.cat((r.ids[:blk.stop], r.ids[blk.stop + blk.stop - blk.start:]))
+                return self.model.leave_one_out(canvas[None], None, blk)[0]
             return self.model(r.ids[None], pos, r.handle, slice(*r.q), mask)[0]
         except DllmError as e:
             return e
@@ -169,7 +181,7 @@ class ModelRunner:
 
     def _bucket(self, rows, offs, spans, outs, T, views: bool) -> Bucket:
         dev = self.device
-        if len(rows) == 1 and views:
+        if len(rows) == 1 and views and rows[0].cols is None:
             r, (a, b) = rows[0], spans[0]
             mask = _query_mask(r, a, b, r.keys, dev)
             return Bucket(single=True, mask=None if mask is None else mask[None, None], Tb=T, Sb=r.keys,
@@ -177,7 +189,9 @@ class ModelRunner:
         S = max(r.keys for r in rows)
         spare = self.pool.spare
         j = torch.arange(S, device=dev)
-        k_cols = torch.stack([torch.where(j < r.keys, r.base + j, spare) for r in rows])          # [nb, S]
+        k_cols = torch.stack([torch.where(j < r.keys, r.base + j if r.cols is None else
+                                          torch.nn.functional.pad(r.cols, (0, S - r.keys)), spare)
+                              for r in rows])                                                # [nb, S]
         valid = torch.stack([j < r.keys for r in rows])                                           # [nb, S]
         q_idx = torch.stack([torch.arange(o + a, o + b, device=dev) for o, (a, b) in zip(offs, spans)])
         o_idx = torch.stack([torch.arange(o, o + T, device=dev) for o in outs])

@@ -14,6 +14,12 @@ vicinity refresh); cache_prompt keeps the prompt's keys/values from the first fo
 refreshes at the answer. Classifier-free guidance runs a second row per step, the canvas with its prompt
 masked (LLaDA's unconditional copy), in its own pool columns; the logits are combined
 uncond + (scale + 1)(cond - uncond).
+
+Two rows serve declared scheduler capabilities (schedulers/base.py): FreeDave's K draft rows (each the
+canvas with the block replaced by a draft, a cached step's window written into the draft's own scratch
+range while the other keys are read from the request's cached columns, so the cache is not touched) and
+WINO's shadow row (the canvas with W extra mask slots after the block, at the block's positions, under a
+per-query mask: the canvas never sees them, shadow slot i sees everything but block slot i).
 """
 from __future__ import annotations
 
@@ -29,7 +35,8 @@ class _Handle:
 
 
 class Windows:
-    def __init__(self, params, args, P: int, L: int, classic: bool, extra_scratch: bool):
+    def __init__(self, params, args, P: int, L: int, classic: bool, extra_scratch: bool, drafts: int = 0,
+                 shadow: bool = False):
         self.p, self.args, self.P, self.L = params, args, P, L
         self.cfg = params.cfg_scale > 0
         self.shift = 1 if args.shift_logits else 0
@@ -37,7 +44,9 @@ class Windows:
         # pool ranges: the canvas (+ its unconditional copy); with a cache, an early-commit extra forward
         # must not overwrite the cached keys/values, so it gets scratch ranges of its own
         rows = 2 if self.cfg else 1
-        self.ranges = rows * (2 if extra_scratch else 1)
+        self.ranges = rows * (2 if extra_scratch else 1) + drafts     # FreeDave: one scratch range per draft
+        self.drafts = drafts
+        self.width = L + (params.block if shadow else 0)                  # WINO: the shadow slots' columns
         self.classic = classic
         self.handles = [_Handle() for _ in range(rows)] if classic and self.cached else [None] * rows
         self.prompt_cached = False
@@ -57,27 +66,65 @@ class Windows:
         self.xu[self.P:] = x[self.P:]
         return [x, self.xu]
 
-    def rows(self, x, blk: slice, forwards: int, wide: bool) -> list[ForwardRow]:
-        """The step's rows for block `blk` at the block's forward number `forwards` (0 = the first)."""
+    def _span(self, blk: slice, refresh: bool) -> tuple[int, int]:
+        """Canvas columns [start, stop) a forward runs (a cached step's window, or a refresh)."""
+        p, L = self.p, self.L
+        if not self.cached:
+            return 0, L
+        if refresh:
+            start = self.P - self.shift if (p.cache_prompt and self.prompt_cached) else 0
+            self.prompt_cached = True
+            return max(start, 0), L
+        start = blk.start - p.refresh_window - self.shift
+        return max(start, 0), L if p.cache == "prefix" else min(blk.stop + p.refresh_window, L)
+
+    def rows(self, x, blk: slice, forwards: int, wide: bool, ahead: int = 0) -> list[ForwardRow]:
+        """The step's rows for block `blk` at the block's forward number `forwards` (0 = the first).
+        ahead: also return the logits of up to that many columns after the block, where the window runs
+        them anyway (lookahead schedulers)."""
         p, L = self.p, self.L
         refresh = not self.cached or forwards == 0 or bool(p.refresh_every and forwards % p.refresh_every == 0)
-        if not self.cached:
-            start, stop = 0, L
-        elif refresh:
-            start = self.P - self.shift if (p.cache_prompt and self.prompt_cached) else 0
-            stop = L
-            self.prompt_cached = True
-        else:
-            start = blk.start - p.refresh_window - self.shift
-            stop = L if p.cache == "prefix" else min(blk.stop + p.refresh_window, L)
-        start = max(start, 0)
-        lo, hi = blk.start, blk.stop
+        start, stop = self._span(blk, refresh)
+        lo, hi = blk.start, max(blk.stop, min(blk.stop + ahead, stop))
         if wide:   # every answer column whose scoring row ran (Dream scores column i from row i - 1)
             lo, hi = min(lo, max(self.P, start + self.shift)), stop
         self.lo = lo
         return [ForwardRow(ids=c[start:stop], start=start, keys=L, q=(lo - start, hi - start), base=base,
                            handle=h, steady=not refresh)
                 for c, base, h in zip(self._canvases(x), self.bases, self.handles)]
+
+    def draft_rows(self, drafts: torch.Tensor, blk: slice) -> list[ForwardRow]:
+        """FreeDave: drafts [K, L] canvases -> K rows, each a cached step's window (the whole canvas without
+        a cache) written into its own scratch range; keys outside the window are the request's cached
+        columns. Logits of the block's rows."""
+        start, stop = self._span(blk, refresh=False)
+        main, L = self.bases[0], self.L
+        j = torch.arange(L, device=drafts.device)
+        inside = (j >= start) & (j < stop)
+        out = []
+        for d, base in zip(drafts, self.bases[-self.drafts:]):
+            cols = None if not self.cached else torch.where(inside, base + j, main + j)
+            out.append(ForwardRow(ids=d[start:stop], start=start, keys=L, q=(blk.start - start, blk.stop - start),
+                                  base=base, cols=cols))
+        return out
+
+    def shadow_row(self, x, blk: slice, mask_id: int) -> ForwardRow:
+        """WINO: [canvas up to the block's end | W shadow masks | the rest of the canvas] with the shadow at the
+        block's positions -> logits of the block's W rows, then of its W shadow rows (leave-one-out)."""
+        L, W, dev = self.L, blk.stop - blk.start, x.device
+        e = blk.stop
+        ids = torch.cat((x[:e], torch.full((W,), mask_id, dtype=x.dtype, device=dev), x[e:]))      # [L + W]
+        cols = torch.arange(L, device=dev)
+        positions = torch.cat((cols[:e], cols[blk], cols[e:]))
+        shadow = torch.zeros(L + W, dtype=torch.bool, device=dev)
+        shadow[e:e + W] = True
+        allow = ~shadow[None, :].expand(L + W, -1).clone()           # the canvas never attends to the shadow
+        allow[e:e + W] = True                                        # the shadow sees every slot ...
+        own = torch.arange(W, device=dev)
+        allow[e + own, blk.start + own] = False                      # ... but block slot i is hidden from shadow i
+        self.lo = blk.start
+        return ForwardRow(ids=ids, start=0, keys=L + W, q=(blk.start, e + W), base=self.bases[0], attn=allow,
+                          positions=positions, leave_one_out=blk)
 
     def extra_rows(self, x, col: int) -> list[ForwardRow]:
         """One more forward over the whole canvas without touching the cache -> logits of [col, L)."""
