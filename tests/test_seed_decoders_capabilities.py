@@ -248,3 +248,68 @@ def test_show_steps_replays_a_remask(capsys):
     _show_steps(SimpleNamespace(tokenizer=None, stop_ids={9}), out, label="", color=False)
     frames = capsys.readouterr().err.splitlines()
     assert frames == ["step   0 │ ░ ░", "step   1 │ [5] [5]", "step   2 │ ░ [5]", "step   3 │ [7] [5]"]
+
+
+# ---- the capabilities on the step machine: arrivals, streaming, block-diffusion refusals ----------------
+SEED_MIXED = [   # (prompt length, params): every capability at once, with caches where the method takes them
+    (3, dict(max_new_tokens=16, block_length=8, scheduler="freedave", cache="dual")),
+    (7, dict(max_new_tokens=16, block_length=4, scheduler="adablock", cache="prefix")),
+    (5, dict(max_new_tokens=12, block_length=4, scheduler="wino", eot_prediction=True)),
+    (4, dict(max_new_tokens=12, block_length=4, scheduler="ete", ete_budget_bits=2.0)),
+    (6, dict(max_new_tokens=12, block_length=4, scheduler="klass")),
+    (2, dict(max_new_tokens=8, scheduler="freedave", freedave_drafts=3)),
+]
+
+
+def test_capabilities_under_staggered_arrivals_equal_each_request_alone(llada_newline_dir):
+    from dllm import LLMEngine
+
+    def drain(engine, outs):
+        while engine.has_unfinished_requests():
+            outs.update({o.request_id: o for o in engine.step() if o.finished})
+        return outs
+
+    V = LLMEngine(llada_newline_dir).loaded.args.vocab_size
+    reqs = [({"prompt_token_ids": random_prompt(V, n, 10 + n)[0].tolist()}, SamplingParams(**kw)) for n, kw in SEED_MIXED]
+    want = []
+    for prompt, params in reqs:
+        alone = LLMEngine(llada_newline_dir)
+        alone.add_request("x", prompt, params)
+        o = drain(alone, {})["x"]
+        want.append((o.token_ids, o.stats.nfe, o.stats.draft_rows))
+    engine, outs, together = LLMEngine(llada_newline_dir), {}, 0
+    for i, (prompt, params) in enumerate(reqs):    # one arrival per step, while the others decode
+        engine.add_request(str(i), prompt, params)
+        outs.update({o.request_id: o for o in engine.step() if o.finished})
+        together = max(together, engine.num_running)
+    drain(engine, outs)
+    assert together >= 3
+    got = [(outs[str(i)].token_ids, outs[str(i)].stats.nfe, outs[str(i)].stats.draft_rows) for i in range(len(reqs))]
+    assert got == want
+    assert want[0][2] > 0 and want[5][2] > 0          # freedave ran draft rows, counted apart from nfe
+    assert engine.scheduler.pools["main"].used == 0   # draft and shadow ranges went back to the pool
+
+
+def test_wino_streams_only_text_that_can_no_longer_change(llada_newline_dir):
+    llm = LLM(llada_newline_dir, pack="none")
+    params = SamplingParams(max_new_tokens=24, block_length=8, scheduler="wino", threshold=0.3,
+                            wino_remask_threshold=0.95, trace=True)
+    prompt = {"prompt_token_ids": random_prompt(llm.args.vocab_size, 5, 3)[0].tolist()}
+    final = llm.generate(prompt, params)[0]
+    assert any(e["remasked"] for e in final.stats.trace)        # this request does re-mask
+    outs = list(llm.stream(prompt, params))
+    assert "".join(o.delta_text for o in outs) == outs[-1].text == final.text
+    assert outs[-1].token_ids == final.token_ids
+    for o in outs:   # every prefix streamed is a prefix of the answer: nothing final was taken back
+        assert final.token_ids[:len(o.token_ids)] == o.token_ids
+
+
+@pytest.mark.parametrize("name", ["adablock", "freedave", "wino"])
+def test_block_diffusion_models_refuse_capability_decoders(tmp_path_factory, name):
+    from tests.block_checkpoints import write_sdar
+
+    path = tmp_path_factory.mktemp("sdar_seed")
+    write_sdar(path, tokenizer=False, vocab_size=300, n_layers=1)
+    llm = LLM(path, pack="none")
+    with pytest.raises(UnsupportedError, match=f"scheduler '{name}' is not supported for block-diffusion models"):
+        llm.generate({"prompt_token_ids": [1, 2, 3]}, SamplingParams(max_new_tokens=8, scheduler=name))
