@@ -42,6 +42,20 @@ def lexer_equivalent(rx: str) -> str:
     return _ESCAPED.sub(lambda m: f"{m[1]}(?:[^{m[1]}\\\\\\n]|\\\\[^\\n])*{m[1]}", rx)
 
 
+_IMPORT = re.compile(r"^[ \t]*%import[ \t]+([^\s(]+)", re.M)
+_BUNDLED = ("common", "lark", "python", "unicode")   # the grammars lark ships (lark/grammars/*.lark)
+
+
+def _check_imports(grammar: str):
+    """Only lark's bundled grammars may be imported: lark resolves any other %import (relative or not) to a
+    file under the working directory, and a grammar must never read files."""
+    for m in _IMPORT.finditer(grammar):
+        path = m[1]
+        if path.startswith(".") or path.split(".")[0] not in _BUNDLED or path.count(".") > 1:
+            raise ConstraintError(f"a grammar may %import only lark's bundled grammars ({', '.join(_BUNDLED)}), "
+                                  f"not files ({path!r}); inline the rules.")
+
+
 def load_lark(grammar: str, start: str = "start"):
     """Compile Lark text with lark -> (parser, {terminal name: regex}, ignore regex or "").
     Shared by both grammar modes (this file's regex and constraints/cfg.py's CFG check)."""
@@ -49,6 +63,7 @@ def load_lark(grammar: str, start: str = "start"):
         from lark import Lark
     except ImportError:   # pragma: no cover - lark is a dependency
         raise ConstraintError("grammar constraints need the lark package (pip install lark).") from None
+    _check_imports(grammar)
     limit = Budget().positions         # lark's own compile (not interruptible) takes ~1 s per 25k characters
     if len(grammar) > limit:
         raise ConstraintBudgetError(f"the grammar is {len(grammar):,} characters long; grammar constraints take at "

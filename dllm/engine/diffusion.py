@@ -213,9 +213,10 @@ class DiffusionDecoder(Decoder):
         self.nfe += 0 if counted else self.cost
         self.steps += 1
         st = Step(index=self.step - 1, forwards=self.steps, logits=raw, tokens=tokens, scores=scores,
-                  masked=masked, plan=self.cur_plan, rows=[self.row], block_start=blk.start, answer_start=self.P,
-                  current=x[blk].clone()[None])
+                  masked=masked, plan=self.cur_plan, rows=[self.row], block_start=blk.start, answer_start=self.P)
         s = self.sched
+        if s.drafts or s.revocable:   # the block as it stands before this step's commits
+            st.current = x[blk].clone()[None]
         if s.lookahead:   # the slots after the block that this forward scored
             free = s.commits_ahead and self.constraint is None
             cap.ahead_fields(st, s.lookahead, logits, lo, x, blk, self.mask_id,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass
 
 from dllm.cli import _base_type   # 'Optional[int]' -> 'int' (torch-free)
@@ -36,7 +35,6 @@ _IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls"}
 _NEUTRAL = {"presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({},), "logprobs": (False, 0),
             "top_logprobs": (0,), "echo": (False,), "suffix": ("",), "best_of": (1,), "tools": ([],),
             "tool_choice": ("none", "auto"), "modalities": (["text"],)}
-_RELATIVE_IMPORT = re.compile(r"%import\s+\.")
 MAX_N = 64                   # samples per prompt
 MAX_ANSWERS = 256            # prompts x n per HTTP request
 
@@ -175,10 +173,6 @@ def sampling_params(body: dict, defaults: SamplingParams, chat: bool = False) ->
             if name == "json_schema" and isinstance(value, str):   # vLLM also takes the schema as JSON text
                 value = _json_text(value, alias)
             kw[name] = _get({name: value}, name, _FIELDS[name])
-    if kw.get("grammar") is not None and kw["grammar"] != defaults.grammar and _RELATIVE_IMPORT.search(kw["grammar"]):
-        # lark reads `%import .name` from NAME.lark under the server's working directory
-        raise ApiError("a grammar sent to the server may not %import files (relative imports); inline the rules.",
-                       param="grammar")
     schema = _response_format(body.get("response_format"))
     if schema is not None:
         if kw.get("json_schema") is not None or kw.get("regex") is not None or kw.get("grammar") is not None:
