@@ -3,7 +3,7 @@
 replace_random, shuffle; n = 6, infill), every scheduler at its defaults, plus sweeps of each
 scheduler's knob on sort and on the oracles for the Pareto plot.
 
-    python benchmarks/seed_decoders.py --out DIR [--tiny-samples 50] [--oracle-samples 100]
+    python -m benchmarks.seed_decoders --out DIR [--tiny-samples 50] [--oracle-samples 100]
 
 Writes DIR/rows.jsonl (one `dllm eval` row per point), DIR/pareto.png (accuracy against tokens
 per forward, one panel per model and task, with the Pareto front) and prints the table of
