@@ -173,11 +173,13 @@ class ModelRunner:
 
     def _buckets(self, rows, offs, spans, out_offs, views: bool):
         """Group rows by query count (spans: the window rows [a, b) whose queries attend)."""
-        groups: dict[int, list[int]] = {}
+        groups: dict = {}
+        per_row = views and self.device.type == "cpu"   # CPU: reading keys in place beats gathering them
         for i, (a, b) in enumerate(spans):
-            groups.setdefault(b - a, []).append(i)
+            groups.setdefault((b - a, i) if per_row else b - a, []).append(i)
         return [self._bucket([rows[i] for i in idx], [offs[i] for i in idx], [spans[i] for i in idx],
-                             [out_offs[i] for i in idx], T, views) for T, idx in groups.items()]
+                             [out_offs[i] for i in idx], spans[idx[0]][1] - spans[idx[0]][0], views)
+                for idx in groups.values()]
 
     def _bucket(self, rows, offs, spans, outs, T, views: bool) -> Bucket:
         dev = self.device
