@@ -9,7 +9,8 @@ mixed decoding, as a server would run them: threshold, top-k, credit and factor 
 or prefix cache, and (on a model with a tokenizer) one request in eight constrained by a regex. At concurrency c the engine
 holds at most c requests; an arrival waits until one leaves (c = 1 is one request at a time). Reported per
 level: output tokens/s, requests/s, time to the first final token and latency (p50/p99, from arrival),
-and the speed-up over c = 1 on the same requests in the same run. Writes JSON and prints a table.
+and the speed-up over c = 1 on the same requests in the same run (--repeats R: R rounds over the levels,
+the median run per level and the median, min and max of the per-round speed-ups). Writes JSON and prints a table.
 Never run as a test.
 """
 from __future__ import annotations
@@ -99,6 +100,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="bench_engine.json")
     ap.add_argument("--plot", help="PNG of output tokens/s against concurrency")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds over the levels (medians reported)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (on a loaded machine 1 avoids OpenMP spinning)")
     a = ap.parse_args(argv)
     if a.threads:
@@ -117,16 +119,25 @@ def main(argv=None):
         engine.add_request("warm", *reqs[0])
         while engine.has_unfinished_requests():
             engine.step()
-        base = None
-        for c in map(int, a.concurrency.split(",")):
-            row = dict(model=name, **run(engine, reqs, c, a.rate, a.seed))
-            base = base or row["tokens_per_s"]
-            row["speedup"] = row["tokens_per_s"] / base
+        levels = list(map(int, a.concurrency.split(",")))
+        runs = {c: [] for c in levels}
+        for _ in range(a.repeats):   # rounds over every level, so that the machine's drift hits each alike
+            for c in levels:
+                runs[c].append(run(engine, reqs, c, a.rate, a.seed))
+                print(name, c, round(runs[c][-1]["tokens_per_s"], 1), flush=True)
+        for c in levels:
+            # the run of median throughput; speed-up = median over rounds of this level / the first level
+            row = dict(model=name, **sorted(runs[c], key=lambda r: r["tokens_per_s"])[len(runs[c]) // 2])
+            ratios = sorted(r["tokens_per_s"] / b["tokens_per_s"] for r, b in zip(runs[c], runs[levels[0]]))
+            row["speedup"] = ratios[len(ratios) // 2]
+            row["speedup_min"], row["speedup_max"] = ratios[0], ratios[-1]
             rows.append(row)
             print(row, flush=True)
-    config = dict(models=a.models, requests=a.requests, rate=a.rate, seed=a.seed, threads=torch.get_num_threads())
+    config = dict(models=a.models, requests=a.requests, rate=a.rate, seed=a.seed, threads=torch.get_num_threads(),
+                  repeats=a.repeats)
     write(a.output, config, rows, ["model", "concurrency", "output_tokens", "wall_s", "tokens_per_s", "requests_per_s",
-                                   "ttft_p50_s", "latency_p50_s", "latency_p99_s", "speedup"])
+                                   "ttft_p50_s", "latency_p50_s", "latency_p99_s", "speedup", "speedup_min",
+                                   "speedup_max"])
     if a.plot:
         import matplotlib
         matplotlib.use("Agg")
