@@ -135,7 +135,8 @@ class ModelRunner:
         try:
             blk = r.leave_one_out
             if blk is not None and hasattr(self.model, "leave_one_out"):   # [block | its shadow] rows, exactly
-                canvas = torch.cat((r.ids[:blk.stop], r.ids[blk.stop + blk.stop - blk.start:]))
+                W = blk.stop - blk.start                                     # the W shadow ids follow the block
+                canvas = torch.cat((r.ids[:blk.stop], r.ids[blk.stop + W:]))
                 return self.model.leave_one_out(canvas[None], None, blk)[0]
             return self.model(r.ids[None], pos, r.handle, slice(*r.q), mask)[0]
         except DllmError as e:
