@@ -14,8 +14,8 @@ block is full. block_length is the fallback length (the papers' 32); the first b
 too. A delimiter in the block's first slot gives a block of one slot. Delimiters are every token
 whose text is whitespace holding a newline (the authors list "\\n" = 198 for LLaDA and 24 newline
 tokens for Dream); a model without a tokenizer has none, so its blocks are block_length long.
-Blocks differ per request: the engine runs one window over the batch with a per-row block mask,
-and with a cache each row writes only its own block's columns (engine/kv_cache.py).
+Blocks differ per request, and each request decodes its own (engine/diffusion.py: the block's first
+forward is a refresh over plan_span slots that sizes it, then its first step; capability variable_blocks).
 At temperature > 0 the block length is decided on the argmax (the authors: on the Gumbel sample).
 """
 from __future__ import annotations
