@@ -214,3 +214,21 @@ def test_chat_applies_the_template(llada_dir):
     assert got.prompt_token_ids == want.prompt_token_ids and got.token_ids == want.token_ids
     with pytest.raises(DllmError, match="messages"):
         llm.chat("Hello", params)
+
+
+def test_a_stop_string_ends_the_request_as_soon_as_its_text_is_final(llada_dir):
+    llm = LLM(llada_dir)
+    base = SamplingParams(max_new_tokens=16, block_length=4, steps=16)
+    whole = llm.generate("Hello world", base)[0]
+    assert len(whole.token_ids) > 8 and whole.stats.nfe == 16       # no end token: every block decoded
+    stop = llm.tokenizer.decode(whole.token_ids[:3]).strip()[-2:]   # text of the first block
+    cut = whole.text.find(stop)
+    assert stop and 0 <= cut
+    params = SamplingParams(**{**base.to_dict(), "stop": (stop,)})
+    got = llm.generate("Hello world", params)[0]
+    streamed = list(llm.stream("Hello world", params))
+    for out in (got, streamed[-1]):
+        assert out.finish_reason == "stop" and out.text == whole.text[:cut]
+        assert out.token_ids == whole.token_ids[:len(out.token_ids)]
+        assert out.stats.nfe < whole.stats.nfe                       # the later blocks were never decoded
+    assert "".join(o.delta_text for o in streamed) == got.text

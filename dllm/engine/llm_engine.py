@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dllm.engine.request import Request, Status, upto_stop
+from dllm.engine.streaming import stop_cut
 from dllm.errors import DllmError, InvalidParamsError
 from dllm.outputs import GenerationStats, RequestOutput
 from dllm.sampling_params import SamplingParams
@@ -142,7 +143,25 @@ class LLMEngine:
                 o = self._progress(req)
                 if o is not None:
                     out.append(o)
+                if self._stopped(req):   # a stop string in the final text: nothing after it can matter
+                    out.append(self._finish(req))
         return out
+
+    def _stopped(self, req) -> bool:
+        """A stop string is in the request's final text (streaming requests: found by their stream)."""
+        if not req.params.stop or self.tokenizer is None:
+            return False
+        if req.stream_deltas:
+            return req.stream.stopped
+        dec = req.decoder
+        final, _ = upto_stop(dec.answer()[:dec.final_len()], dec.stop)
+        if len(final) <= req.stop_checked:
+            return False
+        # only the new tail, from far enough back that a stop string ending there (<= 4 byte tokens per
+        # character) starts inside it and not at its first token (which some decoders strip of a space)
+        lo = max(0, req.stop_checked - 4 * max(map(len, req.params.stop)) - 1)
+        req.stop_checked = len(final)
+        return stop_cut(self.tokenizer.decode(final[lo:]), req.params.stop) >= 0
 
     def _plan(self, out):
         """Each running request's rows for this step, grouped by the model that runs them."""
@@ -211,7 +230,8 @@ class LLMEngine:
         """The finished output (answer cut at its end token / stop string); the request leaves."""
         dec = req.decoder
         req.finished_at = time.perf_counter()
-        answer, eos = upto_stop(dec.answer(), dec.stop)
+        # the final prefix (the whole answer once decoded; less for a request a stop string ended early)
+        answer, eos = upto_stop(dec.answer()[:dec.final_len()], dec.stop)
         text, ids, stopped = req.stream.final(answer)
         if req.finish_reason is None:
             req.finish_reason = "stop" if stopped else "eos" if eos else "length"

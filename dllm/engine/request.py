@@ -27,7 +27,6 @@ class Status(enum.Enum):
 class Decoder:
     """What every decoder shares: the canvas (prompt | answer slots), stop ids and statistics."""
     done: bool = False
-    revocable: bool = False      # may a committed slot still change? (then only finished blocks are final)
 
     def __init__(self, prompt: list[int], answer_init: list[int] | None, n: int, fill: int, stop_ids, device):
         self.P, self.N = len(prompt), n
@@ -80,3 +79,4 @@ class Request:
     pool_bytes: int = 0                  # KV pool bytes the request held (kept after it leaves)
     exc: Exception | None = None         # the DllmError that failed it
     last_canvas: list | None = None      # the canvas last reported (traced requests)
+    stop_checked: int = 0                # final tokens searched for stop strings (non-streaming requests)
