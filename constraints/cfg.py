@@ -47,18 +47,10 @@ class _Term:
         self.start = frozenset([int(bd.start)])
         succ = [frozenset(t for t in set(r) if t != n) for r in rows]
         self.any = succ
-        closure = []
-        for s in range(n):                       # states reachable from s (s included)
-            if budget is not None and s % 256 == 0:
-                budget.tick(f"terminal {name}")
-            seen, todo = {s}, [s]
-            while todo:
-                for t in succ[todo.pop()]:
-                    if t not in seen:
-                        seen.add(t)
-                        todo.append(t)
-            closure.append(frozenset(seen))
-        self.closure = closure
+        if budget is not None:
+            budget.tick(f"terminal {name}")
+        # closures (the states reachable from a set) are found on demand in close(): computing every
+        # state's closure up front is O(states^2) and took ~50 s on gitlab-ci's largest terminals
         # dist[s]: fewest bytes from s to acceptance (BFS backwards)
         dist = [INF] * n
         preds = [[] for _ in range(n)]
@@ -94,7 +86,13 @@ class _Term:
     def close(self, S: frozenset) -> frozenset:
         out = self._close.get(S)
         if out is None:
-            out = self._close[S] = frozenset().union(*(self.closure[s] for s in S))
+            seen, todo = set(S), list(S)             # one search from all of S
+            while todo:
+                for t in self.any[todo.pop()]:
+                    if t not in seen:
+                        seen.add(t)
+                        todo.append(t)
+            out = self._close[S] = frozenset(seen)
         return out
 
     def accepts(self, S: frozenset) -> bool:

@@ -26,6 +26,7 @@ from dllm.errors import ConstraintError
 ANY_DEPTH = 1              # container nesting depth of an unconstrained ("any JSON") value
 ENUM_INLINE = 32           # enums with more values stay alternatives of the grammar, not one regex
 STRING_CAP = 64            # maxLength above this is cut to it (a subset: shorter strings are valid too)
+MEMO_TEXT = 4096           # an allOf whose JSON text is at most this long is compiled once per text
 INLINE = 2000              # a $ref target whose regex is at most this long is inlined, else a rule
 _MAX_NESTING = 200         # compile recursion guard (self-referential allOf chains)
 _BUSY = object()
@@ -105,6 +106,12 @@ class Compiler(Containers):
         target, tw = self.doc.resolve(s["$ref"], where)
         rest = {k: v for k, v in assertions(s).items() if k != "$ref"}
         key = tw if not rest else tw + "|" + json.dumps(rest, sort_keys=True, default=str)
+        return self.memo(key, lambda: self.compile(merge(self, target, rest, where), where) if rest
+                         else self.compile(target, tw))
+
+    def memo(self, key: str, build):
+        """The node of a subschema compiled once per key; met again inside itself, it becomes a rule
+        (the recursion then goes through the grammar route, never unrolled)."""
         if key in self.done:
             got = self.done[key]
             if got is _BUSY:                              # recursion: a rule, defined once compiled
@@ -113,7 +120,7 @@ class Compiler(Containers):
                 return ("ref", key)
             return got
         self.done[key] = _BUSY
-        node = self.compile(merge(self, target, rest, where), where) if rest else self.compile(target, tw)
+        node = build()
         if self.done[key] is not _BUSY:                   # referenced inside itself
             self.rules[key] = node
             return ("ref", key)
@@ -153,9 +160,7 @@ class Compiler(Containers):
                 return self.ref(s, where)
             s = normalize(self, s, where)
             if "allOf" in s:
-                if not isinstance(s["allOf"], list):
-                    raise ConstraintError(f"'allOf' at {where} must be a list of schemas.")
-                return self.compile(self.merge_all(s, where), where)
+                return self.all_of(s, where)
             if "enum" in s or "const" in s:
                 return self.enum(s, where)
             self.check(s, where)
@@ -164,6 +169,23 @@ class Compiler(Containers):
             return self.typed(s, where)
         finally:
             self.depth -= 1
+
+    def all_of(self, s: dict, where: str):
+        """An allOf: identical parts once; a lone part with no sibling keyword is compiled as itself (a
+        `$ref` stays a reference); otherwise merged, memoised by the schema's text when that is small,
+        so that an allOf of $refs that leads back to itself becomes a rule instead of being unrolled
+        again at every level (renovate: {"allOf": [{"$ref": "#/definitions/group"}, ...]} inside group)."""
+        if not isinstance(s["allOf"], list):
+            raise ConstraintError(f"'allOf' at {where} must be a list of schemas.")
+        parts = list({json.dumps(p, sort_keys=True, default=str): p for p in s["allOf"]}.values())
+        rest = {k: v for k, v in assertions(s).items() if k != "allOf"}
+        if len(parts) == 1 and not rest:
+            return self.compile(parts[0], where)
+        text = json.dumps(s, sort_keys=True, default=str)
+        if len(text) > MEMO_TEXT:
+            return self.compile(self.merge_all(s, where), where)
+        base = self.doc.base_of(where)                    # its $refs resolve against the base URI in force
+        return self.memo(f"allOf|{base}|{text}", lambda: self.compile(self.merge_all(s, where), where))
 
     def merge_all(self, s: dict, where: str):
         """s with its allOf merged in, and the allOfs those parts bring; a part met twice is merged once

@@ -73,14 +73,21 @@ class RegexTooLarge(ConstraintBudgetError):
 
 
 def _refs(n, out: set) -> set:
-    if isinstance(n, tuple):
+    """The rule keys that n refers to (directly, not through other rules). Nodes are a DAG (the
+    compiler shares subtrees), so each tuple is walked once: a tree walk is exponential on some
+    schemas (travis: 680 million visits)."""
+    seen, todo = set(), [n]
+    while todo:
+        n = todo.pop()
+        if not isinstance(n, tuple) or id(n) in seen:
+            continue
+        seen.add(id(n))
         if n[0] == "ref":
             out.add(n[1])
         elif n[0] == "rep":
-            _refs(n[1], out)
+            todo.append(n[1])
         else:
-            for p in n[1]:
-                _refs(p, out)
+            todo.extend(n[1])
     return out
 
 

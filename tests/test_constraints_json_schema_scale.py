@@ -1,0 +1,97 @@
+"""Issue 25 (continued): real schemas at scale. Recursion through `$ref: "#"` with sibling keywords
+(renovate's shape) becomes a grammar rule instead of being unrolled; the IR is a DAG and is walked as
+one; a terminal's closure (the states a gap can lead to) is found on demand and equals the full one."""
+import json
+
+import numpy as np
+import pytest
+
+from dllm.constraints.cfg import ANY, Chart, Text, _Term
+from dllm.constraints.json_schema import ir, plan_schema
+from dllm.constraints.regex import _ByteDFA
+from tests.test_constraints_json_schema import validate
+
+# renovate.json's shape: a definition is the root itself ("$ref": "#") plus an allOf that declares the
+# same recursive property again, and the root carries a `not` that becomes an anyOf of each level
+RENOVATE_LIKE = {
+    "type": "object",
+    "not": {"anyOf": [{"required": ["secret"]}, {"required": ["token"]}]},
+    "properties": {"name": {"$ref": "#/definitions/name"}, "group": {"$ref": "#/definitions/group"},
+                   "digest": {"$ref": "#/definitions/digest"}},
+    "additionalProperties": False,
+    "definitions": {
+        "name": {"type": "string", "maxLength": 3},
+        "group": {"description": "config of a group", "type": "object", "default": {}, "$ref": "#",
+                  "allOf": [{"type": "object", "properties": {"name": {"$ref": "#/definitions/name"},
+                                                              "group": {"$ref": "#/definitions/group"}}}]},
+        "digest": {"type": "object", "$ref": "#",
+                   "allOf": [{"type": "object", "properties": {"group": {"$ref": "#/definitions/group"},
+                                                               "digest": {"$ref": "#/definitions/digest"}}}]},
+    },
+}
+
+
+def _accepts(plan, text: str) -> bool:
+    b = list(text.encode())
+    return Chart(plan.grammar(), Text(b, [False] * (len(b) + 1), None)).ok
+
+
+def test_ref_to_root_with_siblings_is_a_rule_not_an_unrolling():
+    plan = plan_schema(RENOVATE_LIKE)                 # used to fail: "nests too deeply" after 200 levels
+    assert plan.recursive and plan.relaxed == ()
+    deep = {"name": "a"}
+    for i in range(12):                               # deeper than any unrolling (keys in declared order)
+        deep = {"group": deep} if i % 3 else {"name": "b", "digest": {"group": deep}}
+    validate(deep, RENOVATE_LIKE)
+    assert _accepts(plan, json.dumps(deep))
+    for bad in ({"group": {"group": {"secret": 1}}}, {"group": {"name": "abcd"}}, {"x": 1},
+                {"digest": {"group": {"token": "t"}}}):
+        assert not _accepts(plan, json.dumps(bad)), bad
+
+
+def test_allof_of_one_ref_twice_keeps_the_reference():
+    schema = {"type": "array", "items": {"$ref": "#/$defs/t"},
+              "$defs": {"t": {"type": "object", "properties": {"kids": {"allOf": [{"$ref": "#"}, {"$ref": "#"}]},
+                                                               "v": {"type": "integer"}}, "required": ["v"],
+                              "additionalProperties": False}}}
+    plan = plan_schema(schema)
+    assert plan.recursive
+    good = [{"kids": [{"kids": [{"kids": [{"kids": [], "v": 4}], "v": 3}], "v": 2}], "v": 1}]   # declared order
+    validate(good, schema)
+    assert _accepts(plan, json.dumps(good))
+    assert not _accepts(plan, json.dumps([{"kids": [{"kids": []}], "v": 1}]))
+
+
+def test_ir_is_walked_as_a_dag():
+    node = "x"
+    for _ in range(80):                               # 2^80 paths, 80 distinct tuples
+        node = ("seq", (node, ("ref", "r"), node))
+    assert ir._refs(node, set()) == {"r"}
+    rules = {"r": ("alt", (node, ("ref", "s"))), "s": ("rep", ("ref", "r"), 0, None)}
+    rec = ir.recursive_rules(rules)
+    assert rec == {"r": {"r", "s"}, "s": {"r", "s"}}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_term_closure_on_demand_equals_the_full_closure(seed):
+    rng = np.random.default_rng(seed)
+    n = 40
+    table = np.full((n + 1, 256), n, np.int32)
+    for s in range(n):                                # a sparse random DFA
+        for b in rng.choice(256, size=3, replace=False):
+            table[s, b] = rng.integers(0, n)
+    accept = np.zeros(n + 1, bool)
+    accept[rng.choice(n, size=4, replace=False)] = True
+    t = _Term("T", _ByteDFA(table=table, accept=accept, start=0, n=n))
+    for _ in range(20):
+        S = frozenset(int(x) for x in rng.choice(n, size=3, replace=False))
+        want, todo = set(S), list(S)                  # brute force: every state reachable by any bytes
+        while todo:
+            s = todo.pop()
+            for b in range(256):
+                u = int(table[s, b])
+                if u != n and u not in want:
+                    want.add(u)
+                    todo.append(u)
+        assert t.close(S) == frozenset(want)
+        assert t.step(S, ANY) <= t.close(S)
