@@ -95,3 +95,43 @@ def test_term_closure_on_demand_equals_the_full_closure(seed):
                     todo.append(u)
         assert t.close(S) == frozenset(want)
         assert t.step(S, ANY) <= t.close(S)
+
+
+@pytest.mark.parametrize("text", ['"name": ', "é€x", "{"])
+def test_literal_terminal_behaves_as_its_byte_chain_dfa(text):
+    from dllm.constraints.json_schema.grammar import _LiteralTerm
+
+    b = text.encode()
+    n = len(b)
+    table = np.full((n + 2, 256), n + 1, np.int32)     # states 0..n, row n + 1 the dead sink
+    table[np.arange(n), np.frombuffer(b, np.uint8)] = np.arange(1, n + 1)
+    accept = np.zeros(n + 2, bool)
+    accept[n] = True
+    full, lit = _Term("T", _ByteDFA(table=table, accept=accept, start=0, n=n + 1)), _LiteralTerm("T", text)
+    assert lit.start == full.start and lit.remaining(lit.start) == full.remaining(full.start) == n
+    rng = np.random.default_rng(n)
+    for _ in range(40):
+        S = frozenset(int(x) for x in rng.choice(n + 1, size=int(rng.integers(1, n + 2)), replace=False))
+        assert lit.close(S) == full.close(S) and lit.accepts(S) == full.accepts(S)
+        assert lit.remaining(S) == full.remaining(S)
+        for byte in [ANY, b[0], b[-1], 0x20, 0xFF]:
+            assert lit.step(S, byte) == full.step(S, byte)
+
+
+@pytest.mark.parametrize("schema,allowed", [
+    ({"type": "string", "pattern": "^a", "anyOf": [{"enum": ["ab", "b"]}, {"const": "ac", "description": "d"}]},
+     ["ab", "ac"]),
+    ({"oneOf": [{"enum": ["x", "y", 1]}, {"enum": ["y", "z", 1.0]}]}, ["x", "z"]),   # shared values match twice
+    ({"anyOf": [{"enum": [1, True]}, {"const": 1.0}]}, [1, True]),
+])
+def test_a_union_of_enums_is_one_enum(schema, allowed):
+    import re
+
+    from dllm.constraints.json_schema import schema_to_regex
+
+    rx = schema_to_regex(schema, strict=True)          # exact: nothing relaxed
+    for v in ["ab", "b", "ac", "x", "y", "z", 1, True, 2]:
+        ok = re.fullmatch(rx, json.dumps(v)) is not None
+        assert ok == (v in allowed and type(v) in {type(a) for a in allowed if a == v}), v
+        if ok:
+            validate(v, schema)

@@ -232,6 +232,9 @@ class Compiler(Containers):
             key = "anyOf" if "anyOf" in s else "oneOf"
             branches = s[key]
         rest = {k: v for k, v in assertions(s).items() if k not in ("anyOf", "oneOf")}
+        vals = self.enum_union(branches, key, where)
+        if vals is not None:                              # a union of enums is one enum
+            return self.enum(dict(rest, enum=vals), where)
         if key == "oneOf" and not self.exclusive(branches, rest, where):
             self.relax("oneOf", where)
         alts = []
@@ -239,6 +242,33 @@ class Compiler(Containers):
             w = ptr(where, key, i)
             alts.append(self.compile(merge(self, rest, b, w) if rest else b, w))
         return ir.alt(alts)
+
+    def enum_union(self, branches, key: str, where: str):
+        """The values of an anyOf/oneOf whose branches are all enum/const (nothing else), else None; a
+        oneOf drops the values that two branches share (they satisfy both, so they are invalid).
+        azure-pipelines: 260 task-name branches, each merged with the sibling pattern one by one cost
+        67k merges and compiles."""
+        groups = []
+        for i, b in enumerate(branches):
+            b = self.deref(b, ptr(where, key, i))
+            a = assertions(b) if isinstance(b, dict) else None
+            if not a or not set(a) <= {"enum", "const"} or not isinstance(a.get("enum", []), list):
+                return None
+            vals = list(a["enum"]) if "enum" in a else [a["const"]]
+            if "const" in a:
+                vals = [x for x in vals if json_eq(x, a["const"])]
+            groups.append(vals)
+        keyed = [{_canon(x): x for x in vals} for vals in groups]      # canonical text -> value, per branch
+        seen = {}
+        for g in keyed:
+            for k in g:
+                seen[k] = seen.get(k, 0) + 1
+        out = {}
+        for g in keyed:
+            for k, x in g.items():
+                if k not in out and (key == "anyOf" or seen[k] == 1):
+                    out[k] = x
+        return list(out.values())
 
     def exclusive(self, branches, rest, where) -> bool:
         """True when no value can satisfy two oneOf branches (a sufficient test: their types differ, or
@@ -291,10 +321,23 @@ class Compiler(Containers):
         banned = rest.pop("x-dllm-not-in", [])
         vals = [x for x in vals if not any(json_eq(x, y) for y in banned)]
         if rest and vals:
-            vals = [x for x in vals if self.is_valid(x, rest, where)]
+            vals = self.enum_filter(vals, rest, where)
         lits = [self.literal(x, where) for x in vals]
         # many values: one grammar alternative each (one literal terminal each on the grammar route)
         return _alt(lits) if len(lits) <= ENUM_INLINE else ir.alt(lits)
+
+    def enum_filter(self, vals: list, rest: dict, where: str) -> list:
+        """The values that also satisfy the sibling keywords. A lone `pattern` is checked with re.search
+        as jsonschema does (azure-pipelines merges ~260 task names with ~260 patterns: 67k checks, 4 s
+        through jsonschema's validator)."""
+        if list(rest) == ["pattern"] and isinstance(rest["pattern"], str):
+            try:
+                rx = re.compile(rest["pattern"])
+            except re.error:
+                rx = None
+            if rx is not None:
+                return [x for x in vals if not isinstance(x, str) or rx.search(x)]
+        return [x for x in vals if self.is_valid(x, rest, where)]
 
     def literal(self, v, where: str) -> str:
         if v is None:
@@ -494,6 +537,19 @@ class Compiler(Containers):
 
 def _list_rx(x: str, sep: str) -> str:
     return _rep(x + _rep(sep + x, 0, None), 0, 1)
+
+
+def _canon(v) -> str:
+    """A text equal for two values exactly when json_eq holds (1 and 1.0 alike, true and 1 not)."""
+    def norm(x):
+        if isinstance(x, float) and x.is_integer():
+            return int(x)
+        if isinstance(x, list):
+            return [norm(y) for y in x]
+        if isinstance(x, dict):
+            return {k: norm(y) for k, y in x.items()}
+        return x
+    return json.dumps(norm(v), sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _type_of(v) -> str:
