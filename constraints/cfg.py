@@ -176,30 +176,47 @@ class Grammar:
             self.tail.append(acc)
 
     def _minlen(self, n: int, budget: Budget) -> list:
-        """Fewest bytes each nonterminal derives (INF: unproductive): a worklist fixed point that
-        re-evaluates only the rules using a symbol whose value dropped (linear for chains of rules)."""
+        """Fewest bytes each nonterminal derives (INF: unproductive), by Knuth's generalisation of
+        Dijkstra (1977; a rule's cost is a sum of non-negative parts): a nonterminal is final when
+        popped with the least candidate; a rule offers a candidate once all its nonterminals are final.
+        O(total rule length x log): the earlier worklist re-summed long rules (renovate's objects of
+        300 entries) every time one symbol dropped, 90 million additions."""
+        import heapq
+
         minlen = [INF] * n
-        users = [[] for _ in range(n)]
-        for i, (_, rhs) in enumerate(self.rules):
-            for x in set(rhs):
+        users = [[] for _ in range(n)]                 # nonterminal -> [(rule, occurrences in its rhs)]
+        need, part = [], []                            # per rule: nonterminal occurrences not final; sum so far
+        heap = []
+        for i, (lhs, rhs) in enumerate(self.rules):
+            counts: dict = {}
+            total = 0
+            for x in rhs:
                 if x >= 0:
-                    users[x].append(i)
-        todo, queued = list(range(len(self.rules))), [True] * len(self.rules)
+                    counts[x] = counts.get(x, 0) + 1
+                else:
+                    total = min(INF, total + self.tmin[~x])
+            for x, c in counts.items():
+                users[x].append((i, c))
+            need.append(sum(counts.values()))
+            part.append(total)
+            if not counts and total < INF:
+                heap.append((total, lhs))
+        heapq.heapify(heap)
+        final = [False] * n
         steps = 0
-        while todo:
-            i = todo.pop()
-            queued[i] = False
+        while heap:
+            v, a = heapq.heappop(heap)
+            if final[a]:
+                continue
+            final[a], minlen[a] = True, v
             steps += 1
             if steps % 4096 == 0:
                 budget.tick("the grammar's shortest derivations")
-            lhs, rhs = self.rules[i]
-            v = min(INF, sum(self.tmin[~x] if x < 0 else minlen[x] for x in rhs))
-            if v < minlen[lhs]:
-                minlen[lhs] = v
-                for j in users[lhs]:
-                    if not queued[j]:
-                        queued[j] = True
-                        todo.append(j)
+            for i, c in users[a]:
+                part[i] = min(INF, part[i] + c * v)
+                need[i] -= c
+                if need[i] == 0 and part[i] < INF and not final[self.rules[i][0]]:
+                    heapq.heappush(heap, (part[i], self.rules[i][0]))
         return minlen
 
 

@@ -135,3 +135,30 @@ def test_a_union_of_enums_is_one_enum(schema, allowed):
         assert ok == (v in allowed and type(v) in {type(a) for a in allowed if a == v}), v
         if ok:
             validate(v, schema)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shortest_derivations_match_the_plain_fixed_point(seed):
+    from dllm.constraints.cfg import INF, Grammar
+    from dllm.constraints.json_schema.grammar import _LiteralTerm
+
+    rng = np.random.default_rng(seed)
+    terms = [_LiteralTerm(f"T{i}", "x" * int(rng.integers(1, 6))) for i in range(5)]
+    n = 12
+    rules = []
+    for lhs in range(n):
+        for _ in range(int(rng.integers(0, 4))):       # some nonterminals get no rule: unproductive
+            rhs = tuple(int(rng.integers(0, n)) if rng.random() < 0.5 else ~int(rng.integers(0, 5))
+                        for _ in range(int(rng.integers(0, 5))))
+            rules.append((lhs, rhs))
+    rules.append((0, (~0,)))                           # the start derives something
+    g = Grammar.from_parts(terms, rules, n, 0)
+    want = [INF] * (n + 1)                             # reference: iterate the equations to their fixed point
+    changed = True
+    while changed:
+        changed = False
+        for lhs, rhs in g.rules:
+            v = min(INF, sum(g.tmin[~x] if x < 0 else want[x] for x in rhs))
+            if v < want[lhs]:
+                want[lhs], changed = v, True
+    assert g.minlen == want
