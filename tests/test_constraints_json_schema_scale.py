@@ -162,3 +162,18 @@ def test_shortest_derivations_match_the_plain_fixed_point(seed):
             if v < want[lhs]:
                 want[lhs], changed = v, True
     assert g.minlen == want
+
+
+@pytest.mark.parametrize("pattern", ["pull-push|pull|push|\\$\\w{1,255}", "^a{2,5}", "b{3,}c", "x*$", "[0-9]{2,4}"])
+def test_searched_pattern_keeps_only_the_minimum_of_an_edge_repetition(pattern):
+    import random
+    import re
+
+    from dllm.constraints.json_schema import schema_to_regex
+
+    rx = re.compile(schema_to_regex({"type": "string", "pattern": pattern}, strict=True))
+    rng = random.Random(pattern)
+    words = ["pull", "push", "$", "$a", "a", "aa", "aaaaaa", "b", "bbb", "c", "x", "12", "1", "-", "_"]
+    for _ in range(300):
+        s = "".join(rng.choice(words) for _ in range(rng.randint(0, 4)))
+        assert (rx.fullmatch(json.dumps(s)) is not None) == (re.search(pattern, s) is not None), s
