@@ -177,3 +177,36 @@ def test_searched_pattern_keeps_only_the_minimum_of_an_edge_repetition(pattern):
     for _ in range(300):
         s = "".join(rng.choice(words) for _ in range(rng.randint(0, 4)))
         assert (rx.fullmatch(json.dumps(s)) is not None) == (re.search(pattern, s) is not None), s
+
+
+def _wide(n_props: int, depth: int):
+    """An object of n_props optional properties, each the same object one level down: the regex
+    repeats every level's text once per use, the grammar shares it."""
+    s = {"type": "integer", "minimum": 0, "maximum": 99}
+    for _ in range(depth):
+        s = {"type": "object", "properties": {f"p{i}": s for i in range(n_props)}, "additionalProperties": False}
+    return s
+
+
+def test_size_estimate_tracks_the_regex_and_routes_big_schemas_to_the_grammar():
+    from dllm.constraints.json_schema import REGEX_BUDGET, choose_route
+
+    small, big = plan_schema(_wide(3, 2)), plan_schema(_wide(12, 4))
+    real = len(small.regex())
+    assert 0.8 * real <= small.regex_size() <= 1.25 * real          # an estimate (group and quantifier text)
+    assert big.regex_size() > REGEX_BUDGET and not big.recursive
+    assert choose_route(big, grammar_ok=True) == ("grammar", None)
+    assert big._regex == {}                            # decided without writing the regex
+    assert choose_route(small, grammar_ok=True)[0] == "regex"
+    inst = {"p0": {"p3": {"p11": {"p2": 7}}}, "p11": {}}
+    validate(inst, _wide(12, 4))
+    assert _accepts(big, json.dumps(inst))
+
+
+def test_schema_to_regex_refuses_a_regex_past_its_cap(monkeypatch):
+    from dllm.constraints.json_schema import schema_to_regex
+    from dllm.errors import ConstraintBudgetError
+
+    monkeypatch.setenv("DLLM_CONSTRAINT_POSITIONS", "1000")     # cap: 10,000 characters
+    with pytest.raises(ConstraintBudgetError, match="passes 10000 characters"):
+        schema_to_regex(_wide(12, 4))

@@ -107,6 +107,43 @@ def recursive_rules(rules: dict) -> dict:
     return {k: (reach[k] | {k}) & cyclic for k in rules}
 
 
+def regex_size(node, rules: dict, cap: int) -> int:
+    """About how many characters to_regex would write for node (rules inlined, each part counted
+    once per use), in time linear in the DAG: each tuple and rule is sized once. Stops counting past
+    `cap` (returns a number > cap). Recursive rules count `cap + 1`: they never fit one regex of the
+    grammar-capable route's taste, and the caller routes them by plan.recursive anyway."""
+    memo: dict = {}
+    busy: set = set()
+
+    def size(n) -> int:
+        if n is None:
+            return 0
+        if isinstance(n, str):
+            return len(n)
+        k = id(n) if n[0] != "ref" else ("ref", n[1])
+        if k in memo:
+            return memo[k]
+        if k in busy:
+            return cap + 1
+        busy.add(k)
+        if n[0] == "ref":
+            out = size(rules.get(n[1]))
+        elif n[0] == "rep":
+            out = size(n[1]) + 10                   # (?:x){m,n}
+        else:
+            out = 0
+            for p in n[1]:
+                out += size(p) + (n[0] == "alt")   # "|" between alternatives
+                if out > cap:
+                    break
+            out += 6 if n[0] == "alt" else 0        # (?:...)
+        busy.discard(k)
+        memo[k] = out = min(out, cap + 1)
+        return out
+
+    return size(node)
+
+
 def to_regex(node, rules: dict, budget: int, unroll: int) -> str | None:
     """The regex of node, rules inlined; a rule inside itself is expanded at most `unroll` times (the
     innermost expansion empty). Raises RegexTooLarge past `budget` characters."""

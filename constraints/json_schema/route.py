@@ -21,6 +21,8 @@ def choose_route(plan, grammar_ok: bool) -> tuple[str, str | None]:
 
     if plan.recursive and grammar_ok:
         return "grammar", None
+    if grammar_ok and plan.regex_size() > REGEX_BUDGET:
+        return "grammar", None           # a cheap estimate first: rendering a huge regex costs time and memory
     try:
         rx = plan.regex(budget=REGEX_BUDGET)
         check_regex(rx)                  # the regex compiler's own size check (repetitions unrolled)
