@@ -6,7 +6,7 @@
 (run from the repository root as a module: no sys.path edits; torch runs on one thread.) Per schema:
 compiled or refused (the sentence), relaxed keywords (json_schema_strict=False) and whether strict mode
 accepts it, the route (regex = token DFA, grammar = Earley check), the cold compile time of
-compile_json_schema against dllm-tiny's vocabulary (plan and DFA caches cleared, no disk cache) and the
+compile_json_schema against dllm-tiny's vocabulary (plan, DFA and terminal caches cleared, no disk cache) and the
 warm one (the same call again: the in-process caches answer). --generate: one constrained answer from
 dllm-tiny at temperature 0 and 1 (threshold scheduler), each checked here with jsonschema (formats
 asserted where jsonschema has a checker). --step-cost: the same request with and without the
@@ -96,11 +96,13 @@ def step_times(llm, params) -> list:
 
 def compile_row(name, schema, llm) -> dict:
     from dllm.constraints.json_schema import choose_route, compile_json_schema, plan_schema, plan as plan_mod
+    from dllm.constraints.json_schema.grammar import clear_terminal_cache
     from dllm.constraints.regex import clear_memory_cache
 
     row = {"schema": name}
     plan_mod._cached.cache_clear()
     clear_memory_cache(vocabularies=False)
+    clear_terminal_cache()
     t0 = time.perf_counter()
     try:
         plan = plan_schema(schema)

@@ -210,3 +210,13 @@ def test_schema_to_regex_refuses_a_regex_past_its_cap(monkeypatch):
     monkeypatch.setenv("DLLM_CONSTRAINT_POSITIONS", "1000")     # cap: 10,000 characters
     with pytest.raises(ConstraintBudgetError, match="passes 10000 characters"):
         schema_to_regex(_wide(12, 4))
+
+
+def test_regex_terminals_are_built_once_per_process():
+    from dllm.constraints.json_schema.grammar import _LiteralTerm
+
+    a = plan_schema({"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "number"}}})
+    b = plan_schema({"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "string"}]}})
+    ta = {id(t) for t in a.grammar().terms if not isinstance(t, _LiteralTerm)}
+    tb = {id(t) for t in b.grammar().terms if not isinstance(t, _LiteralTerm)}
+    assert len(ta & tb) >= 2                           # the string and the number terminal, shared

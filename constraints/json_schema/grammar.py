@@ -9,6 +9,9 @@ become nonterminals; an unbounded repetition is left-recursive (R -> | R x).
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 from dllm.constraints.json_schema.ir import _shared, productive
 from dllm.constraints.json_schema.text import _SPECIAL
 from dllm.errors import ConstraintError
@@ -76,11 +79,35 @@ def _literal_term(name: str, text: str):
     return _LiteralTerm(name, text)
 
 
+_TERMS: OrderedDict = OrderedDict()     # regex -> _Term, shared by every schema of the process
+_TERMS_MAX = 512
+_TERMS_LOCK = threading.Lock()
+
+
 def _regex_term(name: str, rx: str):
+    """The terminal of a regex fragment, built once per process: the JSON string, number and key
+    terminals recur in every schema. A _Term is a pure function of its regex (its step/closure memos
+    only grow), so grammars share it; the name is the first builder's."""
+    with _TERMS_LOCK:
+        hit = _TERMS.get(rx)
+        if hit is not None:
+            _TERMS.move_to_end(rx)
+            return hit
     from dllm.constraints.cfg import _Term
     from dllm.constraints.regex import _byte_dfa, _char_fsm
 
-    return _Term(name, _byte_dfa(*_char_fsm(rx), rx))
+    term = _Term(name, _byte_dfa(*_char_fsm(rx), rx))
+    with _TERMS_LOCK:
+        term = _TERMS.setdefault(rx, term)
+        while len(_TERMS) > _TERMS_MAX:
+            _TERMS.popitem(last=False)
+    return term
+
+
+def clear_terminal_cache() -> None:
+    """Forget the shared terminals (benchmarks time cold compiles)."""
+    with _TERMS_LOCK:
+        _TERMS.clear()
 
 
 class _Builder:
