@@ -94,8 +94,9 @@ def step_times(llm, params) -> list:
     return times
 
 
-def compile_row(name, schema, llm) -> dict:
-    from dllm.constraints.json_schema import choose_route, compile_json_schema, plan_schema, plan as plan_mod
+def compile_row(name, schema, llm, slots: int) -> dict:
+    from dllm.constraints.cfg_rows import GrammarConstraint
+    from dllm.constraints.json_schema import compile_json_schema, plan_schema, plan as plan_mod
     from dllm.constraints.json_schema.grammar import clear_terminal_cache
     from dllm.constraints.regex import clear_memory_cache
 
@@ -106,15 +107,15 @@ def compile_row(name, schema, llm) -> dict:
     t0 = time.perf_counter()
     try:
         plan = plan_schema(schema)
-        route, _ = choose_route(plan, grammar_ok=True)
-        compile_json_schema(schema, llm.tokenizer, llm.args.vocab_size, cache_dir=False)
+        obj = compile_json_schema(schema, llm.tokenizer, llm.args.vocab_size, cache_dir=False, slots=slots)
+        route = "grammar" if isinstance(obj, GrammarConstraint) else "regex"     # as the engine compiles it
         row.update(compiled=True, route=route, compile_s=time.perf_counter() - t0, relaxed=len(plan.relaxed),
                    relaxed_keywords=sorted({r.split("'")[1] for r in plan.relaxed}))
     except Exception as e:  # noqa: BLE001 - the refusal sentence is the result
         row.update(compiled=False, compile_s=time.perf_counter() - t0, refused=str(e)[:160])
         return row
     t1 = time.perf_counter()
-    compile_json_schema(schema, llm.tokenizer, llm.args.vocab_size, cache_dir=False)
+    compile_json_schema(schema, llm.tokenizer, llm.args.vocab_size, cache_dir=False, slots=slots)
     row["warm_s"] = time.perf_counter() - t1
     try:
         plan_schema(schema, strict=True)
@@ -125,7 +126,7 @@ def compile_row(name, schema, llm) -> dict:
 
 
 def one(name, schema, llm, args) -> dict:
-    row = compile_row(name, schema, llm)
+    row = compile_row(name, schema, llm, args.max_new_tokens)
     if not row["compiled"]:
         return row | others(schema)
     if args.generate:

@@ -220,3 +220,29 @@ def test_regex_terminals_are_built_once_per_process():
     ta = {id(t) for t in a.grammar().terms if not isinstance(t, _LiteralTerm)}
     tb = {id(t) for t in b.grammar().terms if not isinstance(t, _LiteralTerm)}
     assert len(ta & tb) >= 2                           # the string and the number terminal, shared
+
+
+def test_a_large_token_dfa_gives_way_to_the_grammar_when_the_answer_has_room():
+    from dllm import LLM, SamplingParams
+    from dllm.constraints.cfg_rows import GrammarConstraint
+    from dllm.constraints.json_schema import compile_json_schema
+    from dllm.constraints.json_schema.route import DINGO_CELLS
+    from dllm.constraints.regex import TokenDFA
+    from dllm.default_model import DEFAULT_MODEL
+
+    llm = LLM(str(DEFAULT_MODEL))
+    tok, V = llm.tokenizer, llm.args.vocab_size
+    schema = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 40},
+                                               "labels": {"type": "array", "items": {"enum": ["bug", "docs"]}},
+                                               "body": {"type": "string", "maxLength": 30}},
+              "required": ["title"], "additionalProperties": False}
+    dfa = compile_json_schema(schema, tok, V)                 # slots unknown: the token DFA, as before
+    assert isinstance(dfa, TokenDFA) and dfa.trans.numel() > DINGO_CELLS
+    assert isinstance(compile_json_schema(schema, tok, V, slots=64), GrammarConstraint)
+    assert isinstance(compile_json_schema(schema, tok, V, slots=8), TokenDFA)    # '{"title": ""}' needs 13 bytes
+    assert isinstance(compile_json_schema(schema, tok, V, grammar_ok=False, slots=64), TokenDFA)
+    for t in (0.0, 1.0):                                      # through the engine: slots = max_new_tokens
+        out = llm.generate("Fill the JSON:", SamplingParams(max_new_tokens=48, json_schema=schema, temperature=t,
+                                                            seed=1))[0]
+        validate(json.loads(out.text), schema)
+        assert out.stats.schema_violations == []
