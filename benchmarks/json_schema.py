@@ -4,12 +4,13 @@
     OMP_NUM_THREADS=1 python -m benchmarks.json_schema [--out json_schema.json] [--generate] [--step-cost]
 
 (run from the repository root as a module: no sys.path edits; torch runs on one thread.) Per schema:
-compiled or refused (the sentence), relaxed keywords (json_schema_strict=False) and whether strict mode
-accepts it, the route (regex = token DFA, grammar = Earley check), the cold compile time of
-compile_json_schema against dllm-tiny's vocabulary (plan, DFA and terminal caches cleared, no disk cache) and the
-warm one (the same call again: the in-process caches answer). --generate: one constrained answer from
-dllm-tiny at temperature 0 and 1 (threshold scheduler), each checked here with jsonschema (formats
-asserted where jsonschema has a checker). --step-cost: the same request with and without the
+compiled or refused (the sentence), relaxed keywords (json_schema_strict=False) and whether strict
+mode accepts it, the route the engine gets (regex = token DFA, grammar = Earley check), the cold
+compile time of compile_json_schema against dllm-tiny's vocabulary (plan, DFA and terminal caches
+cleared, no disk cache) and the warm one (the same call again: the in-process caches answer).
+--generate: one constrained answer from dllm-tiny at temperature 0 and 1 (threshold scheduler), each
+checked here with jsonschema (formats asserted where jsonschema has a checker). --step-cost: the same
+request (default scheduler, a fixed max_new_tokens / 4 steps, temperature 0) with and without the
 constraint through LLMEngine.step, every step timed; the median constrained step over the median
 unconstrained one. Side by side: whether llguidance (default options, no warnings allowed: its errors
 include unimplemented keywords) and xgrammar (Grammar.from_json_schema) accept the same schema.
@@ -142,9 +143,12 @@ def one(name, schema, llm, args) -> dict:
             except Exception as e:  # noqa: BLE001
                 row[f"valid_t{int(temp)}"] = f"error: {str(e)[:80]}"
             row[f"gen_s_t{int(temp)}"] = time.perf_counter() - t
-    if args.step_cost:
-        free = step_times(llm, _params(args, None, 0.0))
-        con = step_times(llm, _params(args, schema, 0.0))
+    if args.step_cost:                                  # a fixed schedule: both runs take the same steps
+        from dllm import SamplingParams
+
+        fixed = dict(max_new_tokens=args.max_new_tokens, steps=args.max_new_tokens // 4, temperature=0.0, seed=0)
+        free = step_times(llm, SamplingParams(**fixed))
+        con = step_times(llm, SamplingParams(json_schema=schema, **fixed))
         row.update(step_ms_free=1e3 * statistics.median(free), step_ms_constrained=1e3 * statistics.median(con),
                    steps_free=len(free), steps_constrained=len(con))
         row["step_ratio"] = row["step_ms_constrained"] / row["step_ms_free"]
@@ -187,6 +191,8 @@ def main():
     from dllm import LLM
     from dllm.default_model import DEFAULT_MODEL
     llm = LLM(str(DEFAULT_MODEL))
+    if args.step_cost:
+        step_times(llm, _params(args, None, 0.0))      # warm up (first-call allocations)
     rows = []
     for name, schema in corpus().items():
         if args.only and name not in args.only.split(","):
