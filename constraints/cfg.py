@@ -26,6 +26,7 @@ a candidate token costs the part of the answer after it.
 """
 from __future__ import annotations
 
+import heapq
 from functools import lru_cache
 
 from dllm.constraints.budget import Budget
@@ -181,8 +182,6 @@ class Grammar:
         popped with the least candidate; a rule offers a candidate once all its nonterminals are final.
         O(total rule length x log): the earlier worklist re-summed long rules (renovate's objects of
         300 entries) every time one symbol dropped, 90 million additions."""
-        import heapq
-
         minlen = [INF] * n
         users = [[] for _ in range(n)]                 # nonterminal -> [(rule, occurrences in its rhs)]
         need, part = [], []                            # per rule: nonterminal occurrences not final; sum so far
@@ -439,16 +438,22 @@ class Chart:
                                             for pr, pd, po in sets[o].wait.get(lhs, ())]
             edges[node] = out
             todo.extend(p for w, p in out if w < INF and p not in edges)
+        # Dijkstra from (root, 0) over the reversed edges (weights >= 0): the same distances as
+        # Bellman-Ford relaxation, which was O(nodes x edges) and most of a step on dependabot's grammar
+        rev: dict = {}
+        for node, out in edges.items():
+            for w, p in out:
+                if w < INF:
+                    rev.setdefault(p, []).append((w, node))
         dist = {node: INF for node in edges}
-        if (g.root, 0) in dist:
-            dist[(g.root, 0)] = 0
-        changed = True
-        while changed:
-            changed = False
-            for node, out in edges.items():
-                for w, p in out:
-                    v = w + dist[p] if w < INF else INF
-                    if v < dist[node]:
-                        dist[node], changed = v, True
+        heap = [(0, (g.root, 0))] if (g.root, 0) in dist else []
+        while heap:
+            d, node = heapq.heappop(heap)
+            if d >= dist[node]:
+                continue
+            dist[node] = d
+            for w, q in rev.get(node, ()):
+                if d + w < dist[q]:
+                    heapq.heappush(heap, (d + w, q))
         return min(min(w + dist[(lhs, o)], INF) for w, lhs, o in starts)
 
