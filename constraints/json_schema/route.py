@@ -3,10 +3,12 @@
 The route is chosen per schema by its measured size: the token-DFA route (constraints/regex.py, the
 DINGO witness; exact slot counting) when the schema's regex stays within REGEX_BUDGET characters
 (estimated first, in linear time) and the regex compiler's own size check, and, on a diffusion
-model, when its token DFA is small enough for DINGO's per-step Viterbi to stay cheap (DINGO_CELLS);
-otherwise, and for recursive schemas on diffusion models, the grammar route (constraints/cfg.py: an Earley check of each commit, unbounded nesting, a
-grammar whose size grows with the schema's instead of with its unrolled regex). Autoregressive models
-and scheduler="apd" take the token mask of the regex route only: a schema too large for it is refused.
+model, when its token DFA is small enough for DINGO's per-step Viterbi to stay cheap (DINGO_CELLS)
+or the answer's slots are too few for the grammar route; otherwise, and for recursive schemas on
+diffusion models, the grammar route (constraints/cfg.py: an Earley check of each commit, unbounded
+nesting, a grammar whose size grows with the schema's instead of with its unrolled regex).
+Autoregressive models and scheduler="apd" take the token mask of the regex route only: a schema too
+large for it is refused.
 Both routes cache: plans per schema text, DFAs in memory and on disk, grammars per Lark text.
 """
 from __future__ import annotations
