@@ -258,3 +258,20 @@ def test_an_object_of_many_optional_entries_is_a_linear_grammar():
     inst = {f"k{i}": i % 10 for i in range(0, n, 7)}
     assert _accepts(plan, json.dumps(inst))
     assert not _accepts(plan, json.dumps({"k7": 1, "k3": 2}))       # declared order
+
+
+@pytest.mark.parametrize("steps", [40, 80])
+def test_fixed_step_schedule_completes_on_the_grammar_route(steps):
+    """A fixed schedule leaves masks for the end-of-block fill; a masked slot before committed text that
+    its tokens cannot spell used to raise "cannot fill a gap" (changie-shaped schema, dllm-tiny)."""
+    from dllm import LLM, SamplingParams
+    from dllm.default_model import DEFAULT_MODEL
+
+    schema = {"type": "object", "properties": {"changesDir": {"type": "string"}, "unreleasedDir": {"type": "string"},
+                                               "headerPath": {"type": "string"}, "body": {"type": "object"}},
+              "required": ["changesDir", "unreleasedDir"], "additionalProperties": False}
+    llm = LLM(str(DEFAULT_MODEL))
+    for t in (0.0, 1.0):
+        out = llm.generate("Write a valid configuration as JSON:", SamplingParams(
+            max_new_tokens=160, steps=steps, temperature=t, seed=0, json_schema=schema))[0]
+        validate(json.loads(out.text), schema)
