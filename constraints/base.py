@@ -75,8 +75,9 @@ def compile_constraint(params, tokenizer, vocab_size: int, stop_ids, *, causal: 
     if params.json_schema is not None:   # a token DFA or a grammar, by the schema's measured cost
         from dllm.constraints.cfg_rows import GrammarConstraint
         from dllm.constraints.json_schema import compile_json_schema
+        # slots (issue 25): lets a large token DFA give way to the grammar check when the answer has room
         obj = compile_json_schema(params.json_schema, tokenizer, vocab_size, params.json_schema_strict,
-                                  grammar_ok=grammar_ok)
+                                  grammar_ok=grammar_ok, slots=None if templated else params.max_new_tokens)
         return Compiled("cfg" if isinstance(obj, GrammarConstraint) else "dfa", obj, stops, what)
     pattern = params.regex
     cfg = params.grammar is not None and params.grammar_mode == "cfg" and grammar_ok

@@ -110,7 +110,15 @@ class GrammarRows:
         if self.logits is None or not bool(masked.any()):
             return
         for r in masked.any(1).nonzero().flatten().tolist():
-            x[r, self.P:] = self._fill_ltr(r, self.logits[r], x[r], blk.start)
+            try:
+                x[r, self.P:] = self._fill_ltr(r, self.logits[r], x[r], blk.start)
+            except ConstraintError:
+                # a masked slot before fixed text (e.g. end tokens) whose tokens cannot spell what the
+                # grammar needs there (the check grants a gap any number of bytes): as in check(), the
+                # row backtracks, re-masking its block, and the block is filled left to right, where
+                # the leftmost masked slot never gets stuck (issue 25: fixed-step schedules failed here)
+                self._backtrack(r, x[r, self.P:].tolist(), x, blk)
+                x[r, self.P:] = self._fill_ltr(r, self.logits[r], x[r], blk.start)
 
     # ---- helpers --------------------------------------------------------------------------------
     def _check(self, r, slots) -> Chart | None:

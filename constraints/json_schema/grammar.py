@@ -9,7 +9,8 @@ become nonterminals; an unbounded repetition is left-recursive (R -> | R x).
 """
 from __future__ import annotations
 
-import numpy as np
+import threading
+from collections import OrderedDict
 
 from dllm.constraints.json_schema.ir import _shared, productive
 from dllm.constraints.json_schema.text import _SPECIAL
@@ -39,24 +40,74 @@ def _unlit(rx: str) -> str | None:
     return "".join(out)
 
 
-def _literal_term(name: str, text: str):
-    from dllm.constraints.cfg import _Term
-    from dllm.constraints.regex import _ByteDFA
+class _LiteralTerm:
+    """A literal terminal (a key with its ": ", punctuation, an enum value): the byte chain 0 -> 1 ->
+    ... -> len, with constraints/cfg.py _Term's interface (step, close, accepts, remaining, start,
+    dist) but no [len + 1, 256] table: a schema has thousands of literals (azure-pipelines 3,615),
+    and building their tables and rows took a second."""
 
-    b = text.encode("utf-8")
-    n = len(b) + 1                                    # states 0..len(b); row n is the dead sink
-    table = np.full((n + 1, 256), n, np.int32)
-    table[np.arange(len(b)), np.frombuffer(b, np.uint8)] = np.arange(1, n)
-    accept = np.zeros(n + 1, bool)
-    accept[len(b)] = True
-    return _Term(name, _ByteDFA(table=table, accept=accept, start=0, n=n))
+    def __init__(self, name: str, text: str):
+        b = text.encode("utf-8")
+        self.name, self.data, self.n = name, b, len(b)
+        self.start, self.accept = frozenset([0]), frozenset([len(b)])
+        self.dist = list(range(len(b), -1, -1))          # fewest bytes from state s to the end: n - s
+        self._step = {}
+
+    def step(self, S: frozenset, b: int) -> frozenset:
+        from dllm.constraints.cfg import ANY
+
+        key = (S, b)
+        out = self._step.get(key)
+        if out is None:
+            data, n = self.data, self.n
+            out = self._step[key] = frozenset(s + 1 for s in S if s < n and (b == ANY or data[s] == b))
+        return out
+
+    def close(self, S: frozenset) -> frozenset:
+        return frozenset(range(min(S), self.n + 1)) if S else S     # any bytes: every later state
+
+    def accepts(self, S: frozenset) -> bool:
+        return self.n in S
+
+    def remaining(self, S: frozenset) -> int:
+        from dllm.constraints.cfg import INF
+
+        return self.n - max(S) if S else INF
+
+
+def _literal_term(name: str, text: str):
+    return _LiteralTerm(name, text)
+
+
+_TERMS: OrderedDict = OrderedDict()     # regex -> _Term, shared by every schema of the process
+_TERMS_MAX = 512
+_TERMS_LOCK = threading.Lock()
 
 
 def _regex_term(name: str, rx: str):
+    """The terminal of a regex fragment, built once per process: the JSON string, number and key
+    terminals recur in every schema. A _Term is a pure function of its regex (its step/closure memos
+    only grow), so grammars share it; the name is the first builder's."""
+    with _TERMS_LOCK:
+        hit = _TERMS.get(rx)
+        if hit is not None:
+            _TERMS.move_to_end(rx)
+            return hit
     from dllm.constraints.cfg import _Term
     from dllm.constraints.regex import _byte_dfa, _char_fsm
 
-    return _Term(name, _byte_dfa(*_char_fsm(rx), rx))
+    term = _Term(name, _byte_dfa(*_char_fsm(rx), rx))
+    with _TERMS_LOCK:
+        term = _TERMS.setdefault(rx, term)
+        while len(_TERMS) > _TERMS_MAX:
+            _TERMS.popitem(last=False)
+    return term
+
+
+def clear_terminal_cache() -> None:
+    """Forget the shared terminals (benchmarks time cold compiles)."""
+    with _TERMS_LOCK:
+        _TERMS.clear()
 
 
 class _Builder:

@@ -12,6 +12,12 @@ _QUANT = re.compile(r"\{([0-9]+)(?:(,)([0-9]*))?\}")
 _HEXRE = re.compile(r"[0-9a-fA-F]+")
 
 
+def _at_least(node):
+    """A node u{lo,hi} (one character set repeated) cut to u{lo}, its shortest form."""
+    unit, lo, _ = node[3]
+    return _rep(unit, lo, lo), lo, lo, (unit, lo, lo)
+
+
 class _Pattern:
     """Recursive descent over an ECMA-262 pattern. Nodes are (regex, min decoded length, max or None,
     single) where single = (unit regex, lo, hi) when the node is one character set repeated lo..hi."""
@@ -60,6 +66,12 @@ class _Pattern:
                 break
             parts.append(self.quantified(self.atom()))
         if top and self.search:              # any characters around an unanchored end
+            # a repeated character next to a free end needs only its minimum: "contains $\w{1,255}" is
+            # "contains $\w" (gitlab-ci's cache policy: 7,300 DFA states -> a few dozen)
+            if parts and not end and parts[-1][3] is not None:
+                parts[-1] = _at_least(parts[-1])
+            if parts and not start and parts[0][3] is not None:
+                parts[0] = _at_least(parts[0])
             free = (_rep(_ENC_ANY, 0, None), 0, None, None)
             parts = ([] if start else [free]) + parts + ([] if end else [free])
         if not parts:

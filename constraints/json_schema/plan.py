@@ -38,6 +38,10 @@ class Plan:
             self._regex[key] = rx
         return self._regex[key]
 
+    def regex_size(self, cap: int = REGEX_BUDGET) -> int:
+        """About the length of the schema's regex, without writing it (past `cap`: some number > cap)."""
+        return ir.regex_size(self.node, self.rules, cap)
+
     def grammar(self):
         """constraints.cfg.Grammar of the schema (built once), for the grammar route."""
         if not self._grammar:
@@ -105,5 +109,10 @@ def plan_schema(schema, *, whitespace: str | None = None, strict: bool = False) 
 
 def schema_to_regex(schema, *, whitespace: str | None = None, strict: bool = False) -> str:
     """Regular expression whose full matches are JSON texts under `schema` (recursion unrolled
-    MAX_REF_DEPTH levels; relaxed keywords, see the package docstring, left out unless strict)."""
-    return plan_schema(schema, whitespace=whitespace, strict=strict).regex(budget=1 << 62)
+    MAX_REF_DEPTH levels; relaxed keywords, see the package docstring, left out unless strict).
+    Raises RegexTooLarge (a ConstraintBudgetError) past 10x DLLM_CONSTRAINT_POSITIONS characters,
+    more than any regex the compiler takes: Kubernetes-sized schemas wrote 5-25 million characters
+    (and ran out of memory) before."""
+    from dllm.constraints.budget import Budget
+
+    return plan_schema(schema, whitespace=whitespace, strict=strict).regex(budget=10 * Budget().positions)

@@ -226,7 +226,7 @@ def _merge_keyword(ctx, k, u, v, out, where):
     if k in ("properties", "patternProperties") and isinstance(u, dict) and isinstance(v, dict):
         props = dict(u)
         for name, sub in v.items():
-            props[name] = {"allOf": [props[name], sub]} if name in props else sub
+            props[name] = {"allOf": [props[name], sub]} if name in props and not json_eq(props[name], sub) else sub
         return props
     if k in MIN_KW + MAX_KW and num(u) and num(v):
         return max(u, v) if k in MIN_KW else min(u, v)
