@@ -36,7 +36,8 @@ class Sampler:
         others = [c for c in _OTHERS if c not in named]
         self.chars = {}
         for key, syms in fsm.alphabet.by_transition.items():
-            self.chars[key] = [s for s in syms if s is not anything_else] + \
+            # sorted: a set's order follows the string hash, which changes between runs (PYTHONHASHSEED)
+            self.chars[key] = sorted(s for s in syms if s is not anything_else) + \
                 (others if anything_else in syms else [])
         # shortest distance to an accepting state, by BFS over reversed transitions
         rev = {}
@@ -61,7 +62,7 @@ class Sampler:
         while True:
             if state in self.fsm.finals and (rng.random() < p_stop or len(out) > soft_cap):
                 break
-            moves = [(k, d) for k, d in self.fsm.map.get(state, {}).items() if d in self.dist and self.chars[k]]
+            moves = sorted((k, d) for k, d in self.fsm.map.get(state, {}).items() if d in self.dist and self.chars[k])
             if len(out) > soft_cap:
                 moves = [(k, d) for k, d in moves if self.dist[d] < self.dist[state]]
             if not moves:
