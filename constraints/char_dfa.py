@@ -213,11 +213,10 @@ def determinise(nfa: _NFA, start: int, end: int, what) -> CharDFA:
             out = kernel[s] = frozenset(q for q in seen if edges[q] or q == end)
         return out
 
-    first = eclose(start)
-    ids, order, dmap, finals = {first: 0}, [first], {}, set()
-    budget, i = nfa.budget, 0
-    while i < len(order):
-        S = order[i]
+    states = _Numbering(eclose(start), nfa.budget, what)
+    dmap, finals, budget, i = {}, set(), nfa.budget, 0
+    while i < len(states.order):
+        S = states.order[i]
         if i % 64 == 0:
             budget.tick(what)
         if end in S:
@@ -229,24 +228,34 @@ def determinise(nfa: _NFA, start: int, end: int, what) -> CharDFA:
                     moves.setdefault(k, set()).add(t)
         row = {}
         for k, targets in moves.items():
-            T = frozenset().union(*map(eclose, targets))
-            j = ids.get(T)
-            if j is None:
-                j = ids[T] = len(order)
-                order.append(T)
-                budget.spend(1, what)
-            row[k] = j
+            row[k] = states.id(frozenset().union(*map(eclose, targets)))
         dmap[i] = row
         i += 1
     return CharDFA(nfa.alpha.alphabet, dmap, 0, finals)
 
 
+class _Numbering:
+    """The states of a worklist construction, numbered in discovery order (state i is order[i]); each new
+    state spends one unit of the compile budget."""
+
+    def __init__(self, first, budget: Budget, what: str):
+        self.ids, self.order, self.budget, self.what = {first: 0}, [first], budget, what
+
+    def id(self, key) -> int:
+        j = self.ids.get(key)
+        if j is None:
+            j = self.ids[key] = len(self.order)
+            self.order.append(key)
+            self.budget.spend(1, self.what)
+        return j
+
+
 def _product(a: CharDFA, b: CharDFA, negate: bool, budget: Budget, what: str) -> CharDFA:
     """a & b (negate: a minus b) over the same keys; b's missing transitions go to its dead state."""
-    ids, order, dmap, finals = {(a.initial, b.initial): 0}, [(a.initial, b.initial)], {}, set()
-    i = 0
-    while i < len(order):
-        p, q = order[i]
+    states = _Numbering((a.initial, b.initial), budget, what)
+    dmap, finals, i = {}, set(), 0
+    while i < len(states.order):
+        p, q = states.order[i]
         b_acc = q is not None and q in b.finals
         if p in a.finals and (b_acc != negate):
             finals.add(i)
@@ -256,13 +265,7 @@ def _product(a: CharDFA, b: CharDFA, negate: bool, budget: Budget, what: str) ->
             q2 = brow.get(k)
             if q2 is None and not negate:
                 continue                                   # b is dead: nothing more is in a & b
-            pair = (p2, q2)
-            j = ids.get(pair)
-            if j is None:
-                j = ids[pair] = len(order)
-                order.append(pair)
-                budget.spend(1, what)
-            row[k] = j
+            row[k] = states.id((p2, q2))
         dmap[i] = row
         i += 1
     return CharDFA(a.alphabet, dmap, 0, finals)
