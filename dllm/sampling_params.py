@@ -201,22 +201,20 @@ def _check_declared(p) -> None:
     """Each declared field's choices, tuple items (numbers, finite) and relation to the other fields."""
     for name, param in DECLARED.items():
         v = getattr(p, name)
-        msg = param.check(v, p) if param.check is not None and v is None else None
-        if msg:
-            raise InvalidParamsError(msg)
-        if v is None:
-            continue
-        if param.choices is not None and v not in param.choices:
+        if v is not None and param.choices is not None and v not in param.choices:
             raise InvalidParamsError(f"unknown {name} {v!r}; choose one of {', '.join(param.choices)}.")
-        if param.items is not None:
+        if v is not None and param.items is not None:
             kinds = (int,) if param.items is int else (int, float)
             if not all(isinstance(e, kinds) and not isinstance(e, bool) and math.isfinite(e) for e in v):
                 raise InvalidParamsError(f"{name} must hold {'integers' if param.items is int else 'numbers'}, "
                                          f"got {_short(v)}.")
             object.__setattr__(p, name, tuple(param.items(e) for e in v))
+        # relations run on None too (a scheduler's refusals may hang on a field left at its None default)
         msg = param.check(getattr(p, name), p) if param.check is not None else None
         if msg:
             raise InvalidParamsError(msg)
+
+
 _SEED_MOD = 2 ** 64                               # any integer seed, reduced to torch's range
 
 
