@@ -140,6 +140,27 @@ def test_freedave_matches_the_authors_code(llada_notok_dir, cache):
             assert alone.stats.draft_rows == refs[0][2]
 
 
+@pytest.mark.parametrize("cache,window", [("dual", lambda P, L: 8 + 2), ("prefix", lambda P, L: L - P),
+                                          ("none", lambda P, L: L)])
+def test_freedave_drafts_hold_only_the_columns_their_window_writes(llada_notok_dir, cache, window):
+    # with a cache a draft writes only a cached step's window (its other keys are the request's cached
+    # columns), so its scratch range is that window's width, not the canvas's: the answers stay the
+    # authors' (test above) and a request holds L + K * window columns
+    from dllm import LLMEngine
+
+    engine = LLMEngine(llada_notok_dir, pack="none")
+    V, K, P, N = engine.loaded.args.vocab_size, 4, 5, 32
+    params = SamplingParams(max_new_tokens=N, block_length=8, scheduler="freedave", freedave_drafts=K,
+                            cache=cache, refresh_window=1 if cache == "dual" else 0)
+    engine.add_request("a", {"prompt_token_ids": random_prompt(V, P, 7)[0].tolist()}, params)
+    engine.step()
+    L = P + N
+    assert engine.scheduler.pools["main"].used == L + K * window(P, L)
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert engine.scheduler.pools["main"].used == 0
+
+
 def test_freedave_refusals():
     with pytest.raises(InvalidParamsError, match="refresh_every"):
         SamplingParams(scheduler="freedave", cache="dual", refresh_every=2)

@@ -103,7 +103,8 @@ class DiffusionDecoder(Decoder):
 
     # ---- what the engine asks ---------------------------------------------------------------------
     def needs(self) -> list[tuple[str, int]]:
-        return [("main", self.windows.width)] * self.windows.ranges
+        w = self.windows
+        return [("main", w.width)] * (w.ranges - w.drafts) + [("main", w.draft_width)] * w.drafts
 
     def bind(self, bases):
         super().bind(bases)

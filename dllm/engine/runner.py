@@ -21,8 +21,9 @@ from dllm.models.context import Bucket, RaggedContext
 class ForwardRow:
     """One row of a step. ids [T]: the window's tokens (canvas columns start..start + T - 1, which are
     also their positions); base: the pool column of canvas column 0 (None: the row keeps no keys, a
-    classic model); keys: S, the row attends canvas columns [0, S); q: the window rows [lo, hi) whose
-    logits are returned; attn: "full" (bidirectional), "causal", ("block", size) (block-causal from
+    classic model; a row writes only its window, so a range narrower than the canvas has base < its first
+    column); keys: S, the row attends canvas columns [0, S); q: the window rows [lo, hi) whose logits are
+    returned; attn: "full" (bidirectional), "causal", ("block", size) (block-causal from
     position 0) or a [T, S] bool tensor (True = attend). positions [T]: the tokens' positions when they are
     not their columns (WINO's shadow slots sit after the block at the block's positions); cols [S]: the pool
     column of each key when the row reads keys outside its own range (FreeDave's draft rows read the

@@ -47,6 +47,12 @@ class Windows:
         self.ranges = rows * (2 if extra_scratch else 1) + drafts     # FreeDave: one scratch range per draft
         self.drafts = drafts
         self.width = L + (params.block if shadow else 0)                  # WINO: the shadow slots' columns
+        # a draft range holds only the widest cached window (its other keys are the request's cached
+        # columns): dual [block start - w - shift, block end + w), prefix [block start - w - shift, L) from
+        # the first block on; the whole canvas without a cache
+        w = params.refresh_window + self.shift
+        self.draft_width = (min(L, params.block + 2 * w) if params.cache == "dual" else
+                            L - max(P - w, 0) if self.cached else L)
         self.classic = classic
         self.handles = [_Handle() for _ in range(rows)] if classic and self.cached else [None] * rows
         self.prompt_cached = False
@@ -103,6 +109,9 @@ class Windows:
         inside = (j >= start) & (j < stop)
         out = []
         for d, base in zip(drafts, self.bases[-self.drafts:]):
+            if self.cached:   # the window's column j sits at base + j - start of the draft's narrow range
+                assert stop - start <= self.draft_width, "a cached window wider than its draft range"
+                base -= start
             cols = None if not self.cached else torch.where(inside, base + j, main + j)
             out.append(ForwardRow(ids=d[start:stop], start=start, keys=L, q=(blk.start - start, blk.stop - start),
                                   base=base, cols=cols))
