@@ -54,6 +54,7 @@ class BlockWindows:
     def __init__(self, B: int, token_shift: bool, L: int):
         self.B, self.shift = B, token_shift
         self.ranges, self.bases, self.lo, self.width = 1, [None], 0, L
+        self.drafts, self.draft_width = 0, 0              # FreeDave's drafts are refused here
 
     def bind(self, bases):
         self.bases = list(bases)
