@@ -7,7 +7,8 @@ away from Python internals; this one also keeps it from exhausting memory or tim
   * every call (methods such as str.center / ljust, globals, filters) is refused when an integer
     argument exceeds the output cap, and a string result longer than the cap is refused;
   * the rendered text is streamed and capped; a trace function stops rendering at the deadline
-    (nested loops over range() or long strings), so a template cannot run for ever.
+    (nested loops over range() or long strings), so a template cannot run for ever; a tracer already
+    set (a debugger, coverage) is chained, not suspended.
 Limits: DLLM_TEMPLATE_CHARS (output cap, default 4,000,000 characters plus 8 x the messages' text)
 and DLLM_TEMPLATE_SECONDS (default 5), read when a template renders.
 """
@@ -118,15 +119,27 @@ def render(env: BoundedSandbox, template, variables: dict, extra_chars: int = 0)
     env.max_chars = cap
     deadline = time.monotonic() + seconds
     ticks = 0
+    old = sys.gettrace()       # a debugger's or coverage's tracer: chained, so it keeps seeing the render
 
-    def trace(frame, event, arg):   # every Python line the template (or jinja for it) runs
+    def tick():
         nonlocal ticks
         ticks += 1
         if ticks % 256 == 0 and time.monotonic() > deadline:
             raise _Stop(f"it ran for more than {seconds:g} s")
-        return trace
 
-    old = sys.gettrace()
+    def chained(inner):        # this frame's local tracer: ours, then the old tracer's own (if it has one)
+        def local(frame, event, arg):
+            nonlocal inner
+            tick()
+            if inner is not None:
+                inner = inner(frame, event, arg)
+            return local
+        return local
+
+    def trace(frame, event, arg):   # every Python frame and line the template (or jinja for it) runs
+        tick()
+        return chained(old(frame, event, arg) if old is not None else None)
+
     sys.settrace(trace)
     out, n = [], 0
     try:
