@@ -52,3 +52,30 @@ def test_pickle_only_and_non_causal_configs_are_refused(gpt2_dir, tmp_path):
     (other / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match="unknown model_type 'bert'"):
         LLM(other)
+
+
+def test_an_integer_weight_is_refused_but_an_integer_buffer_loads(gpt2_dir, tmp_path):
+    # transformers would cast a quantised int8 weight to float and run it; a boolean mask buffer (as
+    # GPT-J stores its causal mask) is the architecture's own and must not be refused
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def variant(name, change):
+        path = tmp_path / name
+        shutil.copytree(gpt2_dir, path)
+        sd = load_file(path / "model.safetensors")
+        change(sd)
+        save_file(sd, path / "model.safetensors", metadata={"format": "pt"})
+        return path
+
+    def quantise(sd):
+        key = next(k for k in sd if k.endswith("h.0.mlp.c_fc.weight"))
+        sd[key] = (sd[key] * 100).to(torch.int8)
+
+    with pytest.raises(ModelLoadError, match=r"c_fc\.weight' in model\.safetensors is stored as I8"):
+        LLM(variant("int8", quantise))
+    mask = variant("mask", lambda sd: sd.__setitem__("h.0.attn.bias", torch.ones(1, 1, 8, 8, dtype=torch.bool).tril()))
+    prompt = {"prompt_token_ids": [5, 6, 7]}
+    params = SamplingParams(max_new_tokens=6)
+    assert LLM(mask).generate(prompt, params)[0].token_ids == LLM(gpt2_dir).generate(prompt, params)[0].token_ids

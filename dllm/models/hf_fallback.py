@@ -9,6 +9,8 @@ KVCache the loop passes only says where the window starts (start == 0: a new pre
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -68,10 +70,28 @@ def _check_sizes(cfg: dict, path, device, dtype, headers: dict) -> None:
             check_field(key, cfg[key], "int", interval)
     config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     with torch.device("meta"):
-        n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+        meta = AutoModelForCausalLM.from_config(config)
+    n = sum(p.numel() for p in meta.parameters())
+    _check_weight_dtypes(meta, headers)
     stored = sum(int(torch.Size(shape).numel()) for _, shape, _ in headers.values())
     require_memory(max(n, stored) * torch.empty((), dtype=dtype).element_size(), device,
                    f"the weights of this model ({max(n, stored):,} parameters)", error=ModelLoadError)
+
+
+def _check_weight_dtypes(meta, headers: dict) -> None:
+    """A stored tensor that is one of the model's parameters must be floating point: transformers would
+    cast a quantised int8 weight to float and run it as garbage. Integer or boolean buffers (GPT-J's
+    causal mask, position ids) are the architecture's own and pass."""
+    from dllm.models.loader import FLOAT_DTYPES
+
+    params = {name for name, _ in meta.named_parameters()}
+    prefix = meta.base_model_prefix + "."
+    for key, (file, _, dtype) in headers.items():
+        names = {key, prefix + key, key.removeprefix(prefix)}
+        if dtype not in FLOAT_DTYPES and names & params:
+            raise ModelLoadError(f"tensor {key!r} in {Path(file).name} is stored as {dtype}; models loaded "
+                                 "through transformers are loaded from floating-point weights only (quantised "
+                                 "or integer weights are not supported).")
 
 
 def load_hf_causal(path, cfg: dict, device, dtype, headers: dict) -> tuple[HFCausal, ModelArgs]:
