@@ -84,31 +84,7 @@ def _normalise(pattern: str) -> tuple[str, dict[int, int]]:
             if ch is not None:
                 cuts.update((ord(ch), ord(ch) + 1))
         elif c == "[":
-            j = i + 1 + (pattern[i + 1:i + 2] == "^")
-            pieces.append(pattern[i:j])
-            items = []           # (character or None, text, is an unescaped "-")
-            while j < n and (pattern[j] != "]" or not items):
-                if pattern[j] == "\\" and j + 1 < n:
-                    ch, text, j = _escape(pattern, j, in_class=True)
-                    items.append((ch, text, False))
-                else:
-                    items.append((pattern[j], _char_escape(pattern[j]), pattern[j] == "-"))
-                    j += 1
-            k = 0
-            while k < len(items):
-                ch, text, _ = items[k]
-                if k + 2 < len(items) and items[k + 1][2] and ch is not None and items[k + 2][0] is not None:
-                    lo, hi = ord(ch), ord(items[k + 2][0])      # a range, as Python's parser forms it
-                    cuts.update((lo, hi + 1))
-                    pieces.append((lo, hi) if hi - lo >= _BIG_RANGE else f"{text}-{items[k + 2][1]}")
-                    k += 3
-                    continue
-                if ch is not None:
-                    cuts.update((ord(ch), ord(ch) + 1))
-                pieces.append(text)
-                k += 1
-            pieces.append("]")
-            i = j + 1
+            i = _class(pattern, i, pieces, cuts)
         elif c == "{":
             m = _QUANTIFIER.match(pattern, i)
             quantifier = m is not None and m.group(0) != "{}"
@@ -118,7 +94,43 @@ def _normalise(pattern: str) -> tuple[str, dict[int, int]]:
             pieces.append(c)
             cuts.update((ord(c), ord(c) + 1))
             i += 1
-    cuts = sorted(cuts)
+    return _write(pieces, sorted(cuts))
+
+
+def _class(pattern: str, i: int, pieces: list, cuts: set) -> int:
+    """The class starting at pattern[i] == "[" -> pieces (text, or (lo, hi) for a wide range) and its
+    characters' and ranges' edges -> cuts; returns the index after its closing "]"."""
+    n = len(pattern)
+    j = i + 1 + (pattern[i + 1:i + 2] == "^")
+    pieces.append(pattern[i:j])
+    items = []           # (character or None, text, is an unescaped "-")
+    while j < n and (pattern[j] != "]" or not items):
+        if pattern[j] == "\\" and j + 1 < n:
+            ch, text, j = _escape(pattern, j, in_class=True)
+            items.append((ch, text, False))
+        else:
+            items.append((pattern[j], _char_escape(pattern[j]), pattern[j] == "-"))
+            j += 1
+    k = 0
+    while k < len(items):
+        ch, text, _ = items[k]
+        if k + 2 < len(items) and items[k + 1][2] and ch is not None and items[k + 2][0] is not None:
+            lo, hi = ord(ch), ord(items[k + 2][0])      # a range, as Python's parser forms it
+            cuts.update((lo, hi + 1))
+            pieces.append((lo, hi) if hi - lo >= _BIG_RANGE else f"{text}-{items[k + 2][1]}")
+            k += 3
+            continue
+        if ch is not None:
+            cuts.update((ord(ch), ord(ch) + 1))
+        pieces.append(text)
+        k += 1
+    pieces.append("]")
+    return j + 1
+
+
+def _write(pieces: list, cuts: list) -> tuple[str, dict[int, int]]:
+    """The pattern text, a wide range written as the first code point of each piece of the cut line it
+    covers; segments maps each such representative to its piece's last code point."""
     segments: dict[int, int] = {}
     out = []
     for p in pieces:
