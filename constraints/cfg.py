@@ -284,7 +284,7 @@ class Chart:
 
     A Text with a tail is charted without its tail loop (the answer ending at the fixed text),
     and ok = the shortest completion fits the tail's budget."""
-    __slots__ = ("g", "text", "sets", "reach", "at_end", "ok", "spent")
+    __slots__ = ("g", "text", "sets", "reach", "at_end", "ok", "spent", "sc")
 
     def __init__(self, g: Grammar, text: Text, base: "Chart | None" = None):
         if text.budget is not None:
@@ -294,6 +294,7 @@ class Chart:
         self.g, self.text = g, text
         self.spent = 0       # Earley items this check built: bounded by g.max_items
         self.at_end = {}     # (position, terminal) -> DFA states of a run still alive at the end
+        self.sc = (INF, -1)  # (shortest completion if <= bound else INF, bound): what was searched
         sym, loop = text.sym, text.loop
         n = len(sym)
         c = 0
@@ -303,6 +304,12 @@ class Chart:
             m = min(n, len(bs))
             while c <= m and loop[c] == bl[c] and (c == 0 or sym[c - 1] == bs[c - 1]):
                 c += 1
+            if c == n + 1 and len(bs) == n:
+                # the same automaton (a commit that only moved the end, e.g. an end token in the tail):
+                # every set, lexing run and searched completion carries over; only the budget differs
+                self.sets, self.reach, self.at_end, self.sc = base.sets, base.reach, base.at_end, base.sc
+                self._finish()
+                return
         if c == 0:
             self.sets, self.reach = [None] * (n + 1), [{} for _ in range(n + 1)]
             pending = [[] for _ in range(n + 1)]
@@ -327,12 +334,19 @@ class Chart:
         for k in range(c, n + 1):
             if pending[k]:
                 self._process(k, pending)
+        self._finish()
+
+    def _finish(self):
+        g, text = self.g, self.text
         if text.budget is None:
-            last = self.sets[n]
+            last = self.sets[len(text.sym)]
             self.ok = last is not None and any(r in g.root_rules and o == 0 and d == len(g.rules[r][1])
                                                for r, d, o in last.items)
-        else:
-            self.ok = self.shortest_completion() <= text.budget
+            return
+        value, bound = self.sc
+        if value > bound and bound < text.budget:       # not searched this far yet
+            self.sc = value, bound = self.shortest_completion(text.budget), text.budget
+        self.ok = value <= text.budget
 
     def _scan(self, t: int, k: int):
         """Terminal t lexed from position k -> (end positions, last position where it was alive)."""
@@ -409,51 +423,50 @@ class Chart:
                     else:
                         pending[q].append(adv)
 
-    def shortest_completion(self) -> int:
-        """Fewest bytes that, appended to the text, complete the answer (INF if none): over the
-        items at the end position and the terminals still being lexed there, the rest of the item
-        plus the cheapest way to finish the items enclosing it (a shortest path over
-        (nonterminal, origin) nodes up to (root, 0), by Bellman-Ford relaxation)."""
+    def shortest_completion(self, bound: int = INF - 1) -> int:
+        """Fewest bytes that, appended to the text, complete the answer, if at most bound (else INF):
+        over the items at the end position and the terminals still being lexed there, the rest of the
+        item plus the cheapest way to finish the items enclosing it. That is a shortest path over
+        (nonterminal, origin) nodes up to (root, 0): node (X, o) has an edge to (lhs, po) of weight
+        tail[r][d + 1] for each item (r, d, po) of set o waiting on X. Dijkstra from the ends upwards
+        stops at the first pop of (root, 0) and never pushes past the bound, so it visits only nodes
+        cheaper than the answer: a full search of every node first (and Bellman-Ford before it) was
+        most of a step on dependabot's grammar."""
         g, sets, text = self.g, self.sets, self.text
-        n = len(text.sym)
-        starts = []                                   # (bytes to finish the item itself, lhs, origin)
-        last = sets[n]
+        tail, rules = g.tail, g.rules
+        best: dict = {}                               # node -> least cost pushed
+        last = sets[len(text.sym)]
         if last is not None:
-            starts += [(g.tail[r][d], g.rules[r][0], o) for r, d, o in last.items]
+            for r, d, o in last.items:
+                w = tail[r][d]
+                node = (rules[r][0], o)
+                if w <= bound and w < best.get(node, INF):
+                    best[node] = w
         # terminals still being lexed at n: every such run was (re)scanned for this text
         for (j, t), S in self.at_end.items():
             rest = g.terms[t].remaining(S)
-            if 0 < rest < INF:
-                starts += [(rest + g.tail[pr][pd + 1], g.rules[pr][0], po) for pr, pd, po in sets[j].twait[t]]
-        starts = [s for s in starts if s[0] < INF]
-        if not starts:
-            return INF
-        edges, todo = {}, [(lhs, o) for _, lhs, o in starts]
-        while todo:                                   # the nodes and their edges to enclosing items
-            node = todo.pop()
-            if node in edges:
-                continue
-            lhs, o = node
-            out = [] if lhs == g.root else [(g.tail[pr][pd + 1], (g.rules[pr][0], po))
-                                            for pr, pd, po in sets[o].wait.get(lhs, ())]
-            edges[node] = out
-            todo.extend(p for w, p in out if w < INF and p not in edges)
-        # Dijkstra from (root, 0) over the reversed edges (weights >= 0): the same distances as
-        # Bellman-Ford relaxation, which was O(nodes x edges) and most of a step on dependabot's grammar
-        rev: dict = {}
-        for node, out in edges.items():
-            for w, p in out:
-                if w < INF:
-                    rev.setdefault(p, []).append((w, node))
-        dist = {node: INF for node in edges}
-        heap = [(0, (g.root, 0))] if (g.root, 0) in dist else []
+            if 0 < rest <= bound:
+                for pr, pd, po in sets[j].twait[t]:
+                    w = rest + tail[pr][pd + 1]
+                    node = (rules[pr][0], po)
+                    if w <= bound and w < best.get(node, INF):
+                        best[node] = w
+        heap = [(w, x, o) for (x, o), w in best.items()]
+        heapq.heapify(heap)
+        root, done = g.root, set()
         while heap:
-            d, node = heapq.heappop(heap)
-            if d >= dist[node]:
+            w, x, o = heapq.heappop(heap)
+            if (x, o) in done:
                 continue
-            dist[node] = d
-            for w, q in rev.get(node, ()):
-                if d + w < dist[q]:
-                    heapq.heappush(heap, (d + w, q))
-        return min(min(w + dist[(lhs, o)], INF) for w, lhs, o in starts)
-
+            if x == root:
+                if o == 0:
+                    return w
+                continue
+            done.add((x, o))
+            for pr, pd, po in sets[o].wait.get(x, ()):
+                v = w + tail[pr][pd + 1]
+                node = (rules[pr][0], po)
+                if v <= bound and v < best.get(node, INF):
+                    best[node] = v
+                    heapq.heappush(heap, (v, node[0], po))
+        return INF
