@@ -167,6 +167,15 @@ class Grammar:
         self.minlen = self._minlen(n_nts + 1, budget or Budget())
         if self.minlen[self.root] >= INF:
             raise ConstraintError("the grammar derives no finite string.")
+        # at a loop position every productive symbol spans (k, k): rule r's items there are its dots
+        # 0..maxdot[r] (up to its first unproductive symbol); mentions[X]: the nonterminals X's rules
+        # wait on at those dots (what predicting X at a loop predicts in turn)
+        prod = lambda s: (self.tmin[~s] if s < 0 else self.minlen[s]) < INF     # noqa: E731
+        self.maxdot = [next((d for d, s in enumerate(rhs) if not prod(s)), len(rhs)) for _, rhs in self.rules]
+        self.mentions = [set() for _ in range(n_nts + 1)]
+        for r, (lhs, rhs) in enumerate(self.rules):
+            self.mentions[lhs].update(s for s in rhs[:self.maxdot[r] + 1] if s >= 0)
+        self._universes: dict = {}
         # suffix minima of every rule: tail[r][d] = fewest bytes rhs[d:] derives
         self.tail = []
         for _, rhs in self.rules:
@@ -175,6 +184,16 @@ class Grammar:
                 s = rhs[d]
                 acc[d] = min(INF, acc[d + 1] + (self.tmin[~s] if s < 0 else self.minlen[s]))
             self.tail.append(acc)
+
+    def universe(self, preds: frozenset) -> "_Universe":
+        """The items predicted at a loop position whose predicted nonterminals are preds (memoised: the
+        loops of one canvas mostly predict the same, nearly whole, grammar)."""
+        u = self._universes.get(preds)
+        if u is None:
+            if len(self._universes) >= 64:
+                self._universes.clear()
+            u = self._universes[preds] = _Universe(self, preds)
+        return u
 
     def _minlen(self, n: int, budget: Budget) -> list:
         """Fewest bytes each nonterminal derives (INF: unproductive), by Knuth's generalisation of
@@ -272,11 +291,55 @@ def canvas_text(slots, mask_id: int, stops: frozenset, tb: list) -> Text | None:
     return Text(sym, loop, budget)
 
 
-class _Set:
-    __slots__ = ("wait", "twait", "tends", "items")
+class _Universe:
+    """The items (r, d, k) that a loop position k predicts, kept implicit: with a loop every productive
+    symbol spans (k, k), so predicting X there yields every rule of every nonterminal X reaches, at every
+    dot up to maxdot. On a JSON grammar that is the whole grammar at each gap (dependabot: 6,600 items
+    per gap of 12-14k), and only the few that fixed text after the gap advances need to exist.
+    nts[X] / terms[t]: the (r, d) of those items that wait on nonterminal X / terminal t."""
+    __slots__ = ("preds", "nts", "terms")
 
-    def __init__(self):
+    def __init__(self, g: Grammar, preds: frozenset):
+        self.preds = preds
+        nts: dict = {}
+        terms: dict = {}
+        for x in preds:
+            for r in g.by_lhs[x]:
+                rhs = g.rules[r][1]
+                for d in range(min(g.maxdot[r] + 1, len(rhs))):
+                    s = rhs[d]
+                    if s >= 0:
+                        nts.setdefault(s, []).append((r, d))
+                    else:
+                        terms.setdefault(~s, []).append((r, d))
+        self.nts, self.terms = nts, terms
+
+
+class _Set:
+    """One Earley set: items, items waiting on each nonterminal (wait) and terminal (twait), each
+    terminal's end positions (tends); at a loop position also the implicit predicted items (univ)."""
+    __slots__ = ("wait", "twait", "tends", "items", "univ", "k")
+
+    def __init__(self, k: int, univ: "_Universe | None" = None):
         self.wait, self.twait, self.tends, self.items = {}, {}, {}, set()
+        self.univ, self.k = univ, k
+
+    def waiting(self, x: int) -> list:
+        """The items of this set waiting on nonterminal x, implicit ones included."""
+        own = self.wait.get(x, ())
+        imp = self.univ.nts.get(x) if self.univ is not None else None
+        if not imp:
+            return own
+        k = self.k
+        return [*own, *((r, d, k) for r, d in imp)]
+
+    def twaiting(self, t: int) -> list:
+        own = self.twait.get(t, ())
+        imp = self.univ.terms.get(t) if self.univ is not None else None
+        if not imp:
+            return own
+        k = self.k
+        return [*own, *((r, d, k) for r, d in imp)]
 
 
 class Chart:
@@ -330,7 +393,7 @@ class Chart:
                     ends, reach[t] = self._scan(t, j)
                     for q in ends:
                         if q >= c:
-                            pending[q].extend((r, d + 1, o) for r, d, o in s.twait[t])
+                            pending[q].extend((r, d + 1, o) for r, d, o in s.twaiting(t))
         for k in range(c, n + 1):
             if pending[k]:
                 self._process(k, pending)
@@ -367,11 +430,16 @@ class Chart:
         return ends, i
 
     def _process(self, k: int, pending):
+        """Earley set k from its pending items. At a loop position (a gap's end) every productive symbol
+        spans (k, k): an item waiting on a nonterminal X advances at once, and X's predictions stay
+        implicit (preds grows by what X mentions; _Universe); after the work list, the terminals the
+        implicit items wait on are lexed, and those that reach past k advance their items there."""
         g, rules, sets = self.g, self.g.rules, self.sets
-        st = _Set()
+        st = _Set(k)
         sets[k] = st
         items, wait, twait, tends = st.items, st.wait, st.twait, st.tends
         done, completed = set(), set()
+        loop, preds, minlen, mentions = self.text.loop[k], set(), g.minlen, g.mentions
         reach = self.reach[k]
         work = pending[k]
         pending[k] = None
@@ -395,10 +463,22 @@ class Chart:
                         work.extend((pr, pd + 1, po) for pr, pd, po in wait.get(lhs, ()))
                 elif (lhs, o) not in completed:
                     completed.add((lhs, o))
-                    work.extend((pr, pd + 1, po) for pr, pd, po in sets[o].wait.get(lhs, ()))
+                    work.extend((pr, pd + 1, po) for pr, pd, po in sets[o].waiting(lhs))
                 continue
             x = rhs[d]
-            if x >= 0:                             # predict
+            if x >= 0 and loop:                    # predict implicitly; x spans (k, k) if productive
+                wait.setdefault(x, []).append(it)
+                if x not in preds:
+                    preds.add(x)
+                    todo = [x]
+                    while todo:
+                        for y in mentions[todo.pop()]:
+                            if y not in preds:
+                                preds.add(y)
+                                todo.append(y)
+                if minlen[x] < INF:
+                    work.append((r, d + 1, o))
+            elif x >= 0:                           # predict
                 lst = wait.get(x)
                 if lst is None:
                     wait[x] = [it]
@@ -422,6 +502,16 @@ class Chart:
                         work.append(adv)
                     else:
                         pending[q].append(adv)
+        if preds:
+            st.univ = univ = g.universe(frozenset(preds))
+            for t, occ in univ.terms.items():
+                ends = tends.get(t)
+                if ends is None:
+                    ends, reach[t] = self._scan(t, k)
+                    tends[t] = ends
+                for q in ends:
+                    if q > k:
+                        pending[q].extend((r, d + 1, k) for r, d in occ)
 
     def shortest_completion(self, bound: int = INF - 1) -> int:
         """Fewest bytes that, appended to the text, complete the answer, if at most bound (else INF):
@@ -442,11 +532,15 @@ class Chart:
                 node = (rules[r][0], o)
                 if w <= bound and w < best.get(node, INF):
                     best[node] = w
+            if last.univ is not None:                 # a text ending in a loop: its predictions complete there
+                for x in last.univ.preds:
+                    if g.minlen[x] < INF:
+                        best[(x, last.k)] = 0
         # terminals still being lexed at n: every such run was (re)scanned for this text
         for (j, t), S in self.at_end.items():
             rest = g.terms[t].remaining(S)
             if 0 < rest <= bound:
-                for pr, pd, po in sets[j].twait[t]:
+                for pr, pd, po in sets[j].twaiting(t):
                     w = rest + tail[pr][pd + 1]
                     node = (rules[pr][0], po)
                     if w <= bound and w < best.get(node, INF):
@@ -463,7 +557,7 @@ class Chart:
                     return w
                 continue
             done.add((x, o))
-            for pr, pd, po in sets[o].wait.get(x, ()):
+            for pr, pd, po in sets[o].waiting(x):
                 v = w + tail[pr][pd + 1]
                 node = (rules[pr][0], po)
                 if v <= bound and v < best.get(node, INF):

@@ -114,7 +114,7 @@ TB = [bytes([b]) for b in ALPHA] + [None, None]
 def test_chart_matches_the_reference_on_random_grammars_and_canvases(seed):
     rng = random.Random(seed)
     checked = 0
-    while checked < 25:
+    while checked < 200:
         g = random_grammar(rng)
         if g is None:
             continue
