@@ -22,7 +22,9 @@ that passes always has a completion and decoding never runs out of room).
 The check is an Earley recogniser whose positions are the automaton's states; a loop at p lets
 terminals span (p, p). Terminals are lexed lazily (only those predicted at a position) and a new
 canvas reuses the chart of the previous one up to the first byte where they differ, so checking
-a candidate token costs the part of the answer after it.
+a candidate token costs the part of the answer after it (and nothing when only the tail's budget
+changed). At a gap's loop the predicted items are kept implicit (_Universe), and the tail budget is
+tested by a shortest-completion search that stops at the budget.
 """
 from __future__ import annotations
 
@@ -190,7 +192,7 @@ class Grammar:
         loops of one canvas mostly predict the same, nearly whole, grammar)."""
         u = self._universes.get(preds)
         if u is None:
-            if len(self._universes) >= 64:
+            if len(self._universes) >= 16:       # each holds O(grammar) pairs
                 self._universes.clear()
             u = self._universes[preds] = _Universe(self, preds)
         return u
