@@ -22,7 +22,9 @@ that passes always has a completion and decoding never runs out of room).
 The check is an Earley recogniser whose positions are the automaton's states; a loop at p lets
 terminals span (p, p). Terminals are lexed lazily (only those predicted at a position) and a new
 canvas reuses the chart of the previous one up to the first byte where they differ, so checking
-a candidate token costs the part of the answer after it.
+a candidate token costs the part of the answer after it (and nothing when only the tail's budget
+changed). At a gap's loop the predicted items are kept implicit (_Universe), and the tail budget is
+tested by a shortest-completion search that stops at the budget.
 """
 from __future__ import annotations
 
@@ -167,6 +169,15 @@ class Grammar:
         self.minlen = self._minlen(n_nts + 1, budget or Budget())
         if self.minlen[self.root] >= INF:
             raise ConstraintError("the grammar derives no finite string.")
+        # at a loop position every productive symbol spans (k, k): rule r's items there are its dots
+        # 0..maxdot[r] (up to its first unproductive symbol); mentions[X]: the nonterminals X's rules
+        # wait on at those dots (what predicting X at a loop predicts in turn)
+        prod = lambda s: (self.tmin[~s] if s < 0 else self.minlen[s]) < INF     # noqa: E731
+        self.maxdot = [next((d for d, s in enumerate(rhs) if not prod(s)), len(rhs)) for _, rhs in self.rules]
+        self.mentions = [set() for _ in range(n_nts + 1)]
+        for r, (lhs, rhs) in enumerate(self.rules):
+            self.mentions[lhs].update(s for s in rhs[:self.maxdot[r] + 1] if s >= 0)
+        self._universes: dict = {}
         # suffix minima of every rule: tail[r][d] = fewest bytes rhs[d:] derives
         self.tail = []
         for _, rhs in self.rules:
@@ -175,6 +186,16 @@ class Grammar:
                 s = rhs[d]
                 acc[d] = min(INF, acc[d + 1] + (self.tmin[~s] if s < 0 else self.minlen[s]))
             self.tail.append(acc)
+
+    def universe(self, preds: frozenset) -> "_Universe":
+        """The items predicted at a loop position whose predicted nonterminals are preds (memoised: the
+        loops of one canvas mostly predict the same, nearly whole, grammar)."""
+        u = self._universes.get(preds)
+        if u is None:
+            if len(self._universes) >= 16:       # each holds O(grammar) pairs
+                self._universes.clear()
+            u = self._universes[preds] = _Universe(self, preds)
+        return u
 
     def _minlen(self, n: int, budget: Budget) -> list:
         """Fewest bytes each nonterminal derives (INF: unproductive), by Knuth's generalisation of
@@ -272,11 +293,55 @@ def canvas_text(slots, mask_id: int, stops: frozenset, tb: list) -> Text | None:
     return Text(sym, loop, budget)
 
 
-class _Set:
-    __slots__ = ("wait", "twait", "tends", "items")
+class _Universe:
+    """The items (r, d, k) that a loop position k predicts, kept implicit: with a loop every productive
+    symbol spans (k, k), so predicting X there yields every rule of every nonterminal X reaches, at every
+    dot up to maxdot. On a JSON grammar that is the whole grammar at each gap (dependabot: 6,600 items
+    per gap of 12-14k), and only the few that fixed text after the gap advances need to exist.
+    nts[X] / terms[t]: the (r, d) of those items that wait on nonterminal X / terminal t."""
+    __slots__ = ("preds", "nts", "terms")
 
-    def __init__(self):
+    def __init__(self, g: Grammar, preds: frozenset):
+        self.preds = preds
+        nts: dict = {}
+        terms: dict = {}
+        for x in preds:
+            for r in g.by_lhs[x]:
+                rhs = g.rules[r][1]
+                for d in range(min(g.maxdot[r] + 1, len(rhs))):
+                    s = rhs[d]
+                    if s >= 0:
+                        nts.setdefault(s, []).append((r, d))
+                    else:
+                        terms.setdefault(~s, []).append((r, d))
+        self.nts, self.terms = nts, terms
+
+
+class _Set:
+    """One Earley set: items, items waiting on each nonterminal (wait) and terminal (twait), each
+    terminal's end positions (tends); at a loop position also the implicit predicted items (univ)."""
+    __slots__ = ("wait", "twait", "tends", "items", "univ", "k")
+
+    def __init__(self, k: int, univ: "_Universe | None" = None):
         self.wait, self.twait, self.tends, self.items = {}, {}, {}, set()
+        self.univ, self.k = univ, k
+
+    def waiting(self, x: int) -> list:
+        """The items of this set waiting on nonterminal x, implicit ones included."""
+        own = self.wait.get(x, ())
+        imp = self.univ.nts.get(x) if self.univ is not None else None
+        if not imp:
+            return own
+        k = self.k
+        return [*own, *((r, d, k) for r, d in imp)]
+
+    def twaiting(self, t: int) -> list:
+        own = self.twait.get(t, ())
+        imp = self.univ.terms.get(t) if self.univ is not None else None
+        if not imp:
+            return own
+        k = self.k
+        return [*own, *((r, d, k) for r, d in imp)]
 
 
 class Chart:
@@ -284,7 +349,7 @@ class Chart:
 
     A Text with a tail is charted without its tail loop (the answer ending at the fixed text),
     and ok = the shortest completion fits the tail's budget."""
-    __slots__ = ("g", "text", "sets", "reach", "at_end", "ok", "spent")
+    __slots__ = ("g", "text", "sets", "reach", "at_end", "ok", "spent", "sc")
 
     def __init__(self, g: Grammar, text: Text, base: "Chart | None" = None):
         if text.budget is not None:
@@ -294,6 +359,7 @@ class Chart:
         self.g, self.text = g, text
         self.spent = 0       # Earley items this check built: bounded by g.max_items
         self.at_end = {}     # (position, terminal) -> DFA states of a run still alive at the end
+        self.sc = (INF, -1)  # (shortest completion if <= bound else INF, bound): what was searched
         sym, loop = text.sym, text.loop
         n = len(sym)
         c = 0
@@ -303,6 +369,12 @@ class Chart:
             m = min(n, len(bs))
             while c <= m and loop[c] == bl[c] and (c == 0 or sym[c - 1] == bs[c - 1]):
                 c += 1
+            if c == n + 1 and len(bs) == n:
+                # the same automaton (a commit that only moved the end, e.g. an end token in the tail):
+                # every set, lexing run and searched completion carries over; only the budget differs
+                self.sets, self.reach, self.at_end, self.sc = base.sets, base.reach, base.at_end, base.sc
+                self._finish()
+                return
         if c == 0:
             self.sets, self.reach = [None] * (n + 1), [{} for _ in range(n + 1)]
             pending = [[] for _ in range(n + 1)]
@@ -323,16 +395,23 @@ class Chart:
                     ends, reach[t] = self._scan(t, j)
                     for q in ends:
                         if q >= c:
-                            pending[q].extend((r, d + 1, o) for r, d, o in s.twait[t])
+                            pending[q].extend((r, d + 1, o) for r, d, o in s.twaiting(t))
         for k in range(c, n + 1):
             if pending[k]:
                 self._process(k, pending)
+        self._finish()
+
+    def _finish(self):
+        g, text = self.g, self.text
         if text.budget is None:
-            last = self.sets[n]
+            last = self.sets[len(text.sym)]
             self.ok = last is not None and any(r in g.root_rules and o == 0 and d == len(g.rules[r][1])
                                                for r, d, o in last.items)
-        else:
-            self.ok = self.shortest_completion() <= text.budget
+            return
+        value, bound = self.sc
+        if value > bound and bound < text.budget:       # not searched this far yet
+            self.sc = value, bound = self.shortest_completion(text.budget), text.budget
+        self.ok = value <= text.budget
 
     def _scan(self, t: int, k: int):
         """Terminal t lexed from position k -> (end positions, last position where it was alive)."""
@@ -353,11 +432,16 @@ class Chart:
         return ends, i
 
     def _process(self, k: int, pending):
+        """Earley set k from its pending items. At a loop position (a gap's end) every productive symbol
+        spans (k, k): an item waiting on a nonterminal X advances at once, and X's predictions stay
+        implicit (preds grows by what X mentions; _Universe); after the work list, the terminals the
+        implicit items wait on are lexed, and those that reach past k advance their items there."""
         g, rules, sets = self.g, self.g.rules, self.sets
-        st = _Set()
+        st = _Set(k)
         sets[k] = st
         items, wait, twait, tends = st.items, st.wait, st.twait, st.tends
         done, completed = set(), set()
+        loop, preds, minlen, mentions = self.text.loop[k], set(), g.minlen, g.mentions
         reach = self.reach[k]
         work = pending[k]
         pending[k] = None
@@ -381,10 +465,22 @@ class Chart:
                         work.extend((pr, pd + 1, po) for pr, pd, po in wait.get(lhs, ()))
                 elif (lhs, o) not in completed:
                     completed.add((lhs, o))
-                    work.extend((pr, pd + 1, po) for pr, pd, po in sets[o].wait.get(lhs, ()))
+                    work.extend((pr, pd + 1, po) for pr, pd, po in sets[o].waiting(lhs))
                 continue
             x = rhs[d]
-            if x >= 0:                             # predict
+            if x >= 0 and loop:                    # predict implicitly; x spans (k, k) if productive
+                wait.setdefault(x, []).append(it)
+                if x not in preds:
+                    preds.add(x)
+                    todo = [x]
+                    while todo:
+                        for y in mentions[todo.pop()]:
+                            if y not in preds:
+                                preds.add(y)
+                                todo.append(y)
+                if minlen[x] < INF:
+                    work.append((r, d + 1, o))
+            elif x >= 0:                           # predict
                 lst = wait.get(x)
                 if lst is None:
                     wait[x] = [it]
@@ -408,52 +504,65 @@ class Chart:
                         work.append(adv)
                     else:
                         pending[q].append(adv)
+        if preds:
+            st.univ = univ = g.universe(frozenset(preds))
+            for t, occ in univ.terms.items():
+                ends = tends.get(t)
+                if ends is None:
+                    ends, reach[t] = self._scan(t, k)
+                    tends[t] = ends
+                for q in ends:
+                    if q > k:
+                        pending[q].extend((r, d + 1, k) for r, d in occ)
 
-    def shortest_completion(self) -> int:
-        """Fewest bytes that, appended to the text, complete the answer (INF if none): over the
-        items at the end position and the terminals still being lexed there, the rest of the item
-        plus the cheapest way to finish the items enclosing it (a shortest path over
-        (nonterminal, origin) nodes up to (root, 0), by Bellman-Ford relaxation)."""
+    def shortest_completion(self, bound: int = INF - 1) -> int:
+        """Fewest bytes that, appended to the text, complete the answer, if at most bound (else INF):
+        over the items at the end position and the terminals still being lexed there, the rest of the
+        item plus the cheapest way to finish the items enclosing it. That is a shortest path over
+        (nonterminal, origin) nodes up to (root, 0): node (X, o) has an edge to (lhs, po) of weight
+        tail[r][d + 1] for each item (r, d, po) of set o waiting on X. Dijkstra from the ends upwards
+        stops at the first pop of (root, 0) and never pushes past the bound, so it visits only nodes
+        cheaper than the answer: a full search of every node first (and Bellman-Ford before it) was
+        most of a step on dependabot's grammar."""
         g, sets, text = self.g, self.sets, self.text
-        n = len(text.sym)
-        starts = []                                   # (bytes to finish the item itself, lhs, origin)
-        last = sets[n]
+        tail, rules = g.tail, g.rules
+        best: dict = {}                               # node -> least cost pushed
+        last = sets[len(text.sym)]
         if last is not None:
-            starts += [(g.tail[r][d], g.rules[r][0], o) for r, d, o in last.items]
+            for r, d, o in last.items:
+                w = tail[r][d]
+                node = (rules[r][0], o)
+                if w <= bound and w < best.get(node, INF):
+                    best[node] = w
+            if last.univ is not None:                 # a text ending in a loop: its predictions complete there
+                for x in last.univ.preds:
+                    if g.minlen[x] < INF:
+                        best[(x, last.k)] = 0
         # terminals still being lexed at n: every such run was (re)scanned for this text
         for (j, t), S in self.at_end.items():
             rest = g.terms[t].remaining(S)
-            if 0 < rest < INF:
-                starts += [(rest + g.tail[pr][pd + 1], g.rules[pr][0], po) for pr, pd, po in sets[j].twait[t]]
-        starts = [s for s in starts if s[0] < INF]
-        if not starts:
-            return INF
-        edges, todo = {}, [(lhs, o) for _, lhs, o in starts]
-        while todo:                                   # the nodes and their edges to enclosing items
-            node = todo.pop()
-            if node in edges:
-                continue
-            lhs, o = node
-            out = [] if lhs == g.root else [(g.tail[pr][pd + 1], (g.rules[pr][0], po))
-                                            for pr, pd, po in sets[o].wait.get(lhs, ())]
-            edges[node] = out
-            todo.extend(p for w, p in out if w < INF and p not in edges)
-        # Dijkstra from (root, 0) over the reversed edges (weights >= 0): the same distances as
-        # Bellman-Ford relaxation, which was O(nodes x edges) and most of a step on dependabot's grammar
-        rev: dict = {}
-        for node, out in edges.items():
-            for w, p in out:
-                if w < INF:
-                    rev.setdefault(p, []).append((w, node))
-        dist = {node: INF for node in edges}
-        heap = [(0, (g.root, 0))] if (g.root, 0) in dist else []
+            if 0 < rest <= bound:
+                for pr, pd, po in sets[j].twaiting(t):
+                    w = rest + tail[pr][pd + 1]
+                    node = (rules[pr][0], po)
+                    if w <= bound and w < best.get(node, INF):
+                        best[node] = w
+        heap = [(w, x, o) for (x, o), w in best.items()]
+        heapq.heapify(heap)
+        root, done = g.root, set()
         while heap:
-            d, node = heapq.heappop(heap)
-            if d >= dist[node]:
+            w, x, o = heapq.heappop(heap)
+            if (x, o) in done:
                 continue
-            dist[node] = d
-            for w, q in rev.get(node, ()):
-                if d + w < dist[q]:
-                    heapq.heappush(heap, (d + w, q))
-        return min(min(w + dist[(lhs, o)], INF) for w, lhs, o in starts)
-
+            if x == root:
+                if o == 0:
+                    return w
+                continue
+            done.add((x, o))
+            for pr, pd, po in sets[o].waiting(x):
+                v = w + tail[pr][pd + 1]
+                node = (rules[pr][0], po)
+                if v <= bound and v < best.get(node, INF):
+                    best[node] = v
+                    heapq.heappush(heap, (v, node[0], po))
+        return INF

@@ -275,3 +275,23 @@ def test_fixed_step_schedule_completes_on_the_grammar_route(steps):
         out = llm.generate("Write a valid configuration as JSON:", SamplingParams(
             max_new_tokens=160, steps=steps, temperature=t, seed=0, json_schema=schema))[0]
         validate(json.loads(out.text), schema)
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 5), (0, 99), (2, 13), (1, 64), (3, 3 + 32)])
+def test_a_long_bounded_array_is_logarithmic_and_exact(lo, hi):
+    """minItems/maxItems far apart: the optional copies are built from doubling rules, O(log) of them
+    (a chain took one nonterminal per copy, and a gap predicts them all); the lengths it accepts are
+    exactly lo..hi, also through a masked gap and a tail."""
+    schema = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9},
+              "minItems": lo, "maxItems": hi}
+    plan = plan_schema(schema)
+    g = plan.grammar()
+    assert len(g.rules) < 12 + 4 * hi.bit_length()
+    for k in sorted({0, max(lo - 1, 0), lo, lo + 1, (lo + hi) // 2, hi - 1, hi, hi + 1}):
+        assert _accepts(plan, json.dumps([k % 10] * k)) == (lo <= k <= hi), k
+    # "[" gap ", 7" + a 2-byte tail ("]" fits): the gap must hold at least one item before ", 7"
+    for tail, need in ((", 7", 2), (", 7, 7", 3)):
+        b = [ord("[")] + [ANY] + list(tail.encode())
+        loop = [False] * (len(b) + 1)
+        loop[2] = loop[-1] = True
+        assert Chart(g, Text(b, loop, 2)).ok == (hi >= need)
