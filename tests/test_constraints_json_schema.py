@@ -62,7 +62,10 @@ class Sampler:
         while True:
             if state in self.fsm.finals and (rng.random() < p_stop or len(out) > soft_cap):
                 break
-            moves = sorted((k, d) for k, d in self.fsm.map.get(state, {}).items() if d in self.dist and self.chars[k])
+            # ordered by the characters a move reads: interegular numbers its alphabet keys (and states)
+            # in set order, which follows PYTHONHASHSEED
+            moves = sorted(((k, d) for k, d in self.fsm.map.get(state, {}).items() if d in self.dist and self.chars[k]),
+                           key=lambda m: self.chars[m[0]])
             if len(out) > soft_cap:
                 moves = [(k, d) for k, d in moves if self.dist[d] < self.dist[state]]
             if not moves:
