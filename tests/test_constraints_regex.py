@@ -237,8 +237,8 @@ def test_token_bytes_sentencepiece(kind):
             assert tok.decode(ids).encode("utf-8") == spelled[1:]
 
 
-def test_token_bytes_is_fast_enough_for_a_large_vocabulary():
-    # 20k tokens here; the benchmark times 126k (benchmarks/constraints.py)
+def test_token_bytes_of_a_large_vocabulary():
+    # 20k tokens here (its speed: benchmarks/constraints.py times 126k; tests assert no timings)
     rng = random.Random(0)
     pieces = [bytes([b]) for b in range(256)]
     seen = set(pieces)
@@ -248,10 +248,7 @@ def test_token_bytes_is_fast_enough_for_a_large_vocabulary():
             seen.add(p)
             pieces.append(p)
     tok = _byte_level_tokenizer(pieces)
-    import time
-    t0 = time.perf_counter()
     tb = token_bytes(tok, tok.vocab_size)
-    assert time.perf_counter() - t0 < 1.0
     assert tb[:len(pieces)] == pieces
 
 
@@ -329,11 +326,14 @@ def test_real_tokenizer_sampled_sequences(llada_tok):
 
 
 def test_wide_classes_are_not_enumerated(tiny):
-    import time
-    t0 = time.perf_counter()
+    # interegular alone lists every code point of a class (~20 s for the first pattern): the
+    # normalised pattern names one representative per piece of the cut code-point line instead
+    from dllm.constraints.regex_parse import _normalise
+
     for pattern in [r"[\x00-\U0010ffff]*", r"[^\u0100-\U0010ffff]+x", r"[\u0100-\U0010fffe]{1,3}"]:
+        text, segments = _normalise(pattern)
+        assert segments and len(text) < 1000, (pattern, len(text))
         compile_regex(pattern, tiny[0], tiny[1], cache_dir=False)
-    assert time.perf_counter() - t0 < 2.0      # interegular alone takes ~20 s for the first one
 
 
 def test_dist_is_the_fewest_tokens(tiny):
