@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dllm.constraints.cfg import Chart, Grammar, canvas_text
+from dllm.constraints.cfg import Grammar, canvas_text
+from dllm.constraints.cfg_chart import Chart
 from dllm.errors import ConstraintError
 
 _STUCK = "the grammar constraint cannot fill a gap of the template with its number of tokens; widen the gap or " \

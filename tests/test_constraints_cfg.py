@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from lark import Lark
 
 from dllm import LLM, SamplingParams
-from dllm.constraints.cfg import ANY, Chart, Text, canvas_text, compile_grammar
+from dllm.constraints.cfg import ANY, Text, canvas_text, compile_grammar
+from dllm.constraints.cfg_chart import Chart
 from dllm.constraints.cfg_rows import GrammarConstraint, GrammarRows
 from dllm.errors import ConstraintError
 

@@ -10,7 +10,8 @@ import random
 
 import pytest
 
-from dllm.constraints.cfg import ANY, Chart, Grammar, Text, canvas_text
+from dllm.constraints.cfg import ANY, Grammar, Text, canvas_text
+from dllm.constraints.cfg_chart import Chart
 from dllm.constraints.json_schema.grammar import _literal_term, _regex_term
 from dllm.errors import ConstraintError
 

@@ -10,7 +10,8 @@ import jsonschema
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dllm.constraints.cfg import Chart, Text
+from dllm.constraints.cfg import Text
+from dllm.constraints.cfg_chart import Chart
 from dllm.constraints.json_schema import compile_json_schema, plan_schema, schema_to_regex, schema_violations
 from dllm.errors import ConstraintError
 from tests.test_constraints_json_schema import sampler_for, validate

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from dllm.constraints.cfg import ANY, Chart, Text, _Term
+from dllm.constraints.cfg import ANY, Text, _Term
+from dllm.constraints.cfg_chart import Chart
 from dllm.constraints.json_schema import ir, plan_schema
 from dllm.constraints.regex import _ByteDFA
 from tests.test_constraints_json_schema import validate
