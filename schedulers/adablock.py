@@ -37,9 +37,8 @@ class AdaBlock(Scheduler):
 
     def __init__(self, params, style, env=None):
         super().__init__(params, style, env)
-        dream = getattr(env, "family", None) == "dream"
         tau_d = params.adablock_delimiter_threshold
-        self.tau_d = tau_d if tau_d is not None else (0.5 if dream else 0.3)
+        self.tau_d = tau_d if tau_d is not None else (0.5 if self.dream_family else 0.3)
         self.delimiters = torch.tensor(sorted(getattr(env, "delimiters", ()) or ()), dtype=torch.long)
         G = params.max_new_tokens
         self.window = int(0.25 * G)

@@ -104,6 +104,11 @@ class Scheduler:
     def __init__(self, params, style: str, env=None):
         self.params, self.style, self.env = params, style, env
 
+    @property
+    def dream_family(self) -> bool:
+        """The model is Dream-family (papers with per-family defaults: adablock, freedave, klass, wino)."""
+        return getattr(self.env, "family", None) == "dream"
+
     def begin_block(self, masked_counts: list[int], steps: int) -> None:
         pass
 

@@ -56,8 +56,7 @@ class FreeDave(Scheduler):
 
     def __init__(self, params, style, env=None):
         super().__init__(params, style, env)
-        dream = getattr(env, "family", None) == "dream"
-        self.K = params.freedave_drafts or (8 if dream else 4)
+        self.K = params.freedave_drafts or (8 if self.dream_family else 4)
         self.drafts = self.K            # the engine keeps K scratch ranges for the draft rows
         self.tau = params.freedave_threshold
 

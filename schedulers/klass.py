@@ -48,7 +48,6 @@ class KLASS(Scheduler):
     def __init__(self, params, style, env=None):
         super().__init__(params, style, env)
         self.lookahead = params.block                # the next block's logits, where the forward has them
-        self.dream = getattr(env, "family", None) == "dream"
         self.next_prev = None                        # [B, block, V] log(p + eps) of the next block's slots
         self.has_next = None                         # [B] bool
 
@@ -75,10 +74,10 @@ class KLASS(Scheduler):
         self.hist = torch.where(live[..., None], torch.cat([self.hist[..., 1:], kl[..., None]], -1), self.hist)
         self.prev = logq if self.prev is None else torch.where(live[..., None], logq, self.prev)
         self.has_prev = live[:, 0] | (self.has_prev if self.has_prev is not None else False)
-        stable = (self.hist < p.klass_kl_threshold).all(-1) & (self.dream or self.step >= h - 1)
-        sure = conf >= p.klass_conf_threshold if self.dream else conf > p.klass_conf_threshold
+        stable = (self.hist < p.klass_kl_threshold).all(-1) & (self.dream_family or self.step >= h - 1)
+        sure = conf >= p.klass_conf_threshold if self.dream_family else conf > p.klass_conf_threshold
         ready = masked & stable & sure
-        counts = [1 if self.dream else max(1, c[min(self.step, len(c) - 1)]) for c in self.counts]
+        counts = [1 if self.dream_family else max(1, c[min(self.step, len(c) - 1)]) for c in self.counts]
         commit = torch.where(ready.any(-1, keepdim=True), ready, commit_top(conf, masked, counts))
         self.step += 1
         self._store_next(st, live[:, 0] & ~(masked & ~commit).any(-1))

@@ -55,7 +55,7 @@ class WINO(Scheduler):
 
     def __init__(self, params, style, env=None):
         super().__init__(params, style, env)
-        if getattr(env, "family", None) == "dream":
+        if self.dream_family:
             raise UnsupportedError("scheduler 'wino' needs a model without Dream's logit shift (LLaDA-style); "
                                    "its shadow block re-predicts each slot from that slot's own row.")
 
