@@ -66,7 +66,7 @@ class OracleModel(nn.Module):
         return p / w.sum(1)[:, None, None]
 
     def leave_one_out(self, x, valid, blk: slice) -> torch.Tensor:
-        """WINO's shadow forward (engine/special_forwards.py), exactly: logits [B, 2W, V], rows 0..W-1
+        """WINO's shadow forward (engine/windows.py shadow_row), exactly: logits [B, 2W, V], rows 0..W-1
         the block's marginals, row W + i the marginal of block slot i with that slot masked."""
         rows = [self.forward(x, None, None, blk, valid)]
         for c in range(blk.start, blk.stop):

@@ -11,7 +11,7 @@ No [rows, V] float32/float64 probability tensor is written. Every row is split o
 programs (grid rows x splits) so that a batch-1 block of 32 rows still fills the GPU; each
 program keeps per-lane partials ([BLOCK] vectors) and writes 7 numbers, which
 `vocab_reduce` combines in PyTorch. u is drawn by torch with the caller's generator, exactly as
-engine/scoring.py draws it, so that sampled tokens equal the reference path's.
+engine/sampling.py (propose) draws it, so that sampled tokens equal the reference path's.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """wino (WINO, arXiv 2507.18578): wide-in, narrow-out revocable decoding.
 
 Each step's forward also runs a shadow of the active block: W extra mask slots at the block's
-positions, where shadow slot i sees the whole canvas except block slot i (engine/special_forwards.py),
+positions, where shadow slot i sees the whole canvas except block slot i (engine/windows.py shadow_row),
 so its logits re-predict slot i without seeing it. Per step (Feng-Hong/WINO-DLLM LLaDA/decoding.py
 :112-198), with p = softmax(float64 logits):
   c_i      = p_i[x0_i] on the block's masked slots (x0 the proposal)

@@ -6,7 +6,7 @@ which keys each query reads is the context's job (vLLM's attention metadata, in 
   DenseContext   a [B, T] window per row (left-padded batches): no cache (the window's own keys), or a
                  KVCache of L columns per row written at its `start` column (engine/kv_cache.py). The
                  classic forward `Transformer(token_ids, positions, cache, query_slice, attn_mask)`.
-  RaggedContext  the engine's step (engine/batch.py builds it): the windows of every running row
+  RaggedContext  the engine's step (engine/runner.py builds it): the windows of every running row
                  flattened into one row of N tokens, so that the projections and the MLP run on exactly
                  the tokens there are (no padding); each row's keys/values live in its own contiguous
                  columns of the KV pool (engine/kv_pool.py), written by one index_copy per layer;
