@@ -58,7 +58,7 @@ class HFBlockModel:
 
     def reset(self):
         self.cache = self._cache_cls(config=self.cfg)
-        self.forwards = 0
+        self.forwards = self.stores = 0    # forwards, and those that only write the cache (prefill, store)
 
     @property
     def length(self) -> int:
@@ -74,10 +74,12 @@ class HFBlockModel:
 
     def prefill(self, ids):
         """Block-causal forward of whole prompt blocks, stored (SDAR generate.py:95-106)."""
+        self.stores += 1
         return self._run(ids, block_mask(len(ids), self.block, self.length))
 
     def step(self, ids, store: bool):
         """The active block against the cache, bidirectional inside (SDAR generate.py:123-137)."""
+        self.stores += store
         logits = self._run(ids, torch.ones(len(ids), self.length + len(ids), dtype=torch.bool))
         if not store:
             self.cache.crop(-len(ids))
@@ -125,7 +127,7 @@ class LLaDA2Model:
 
     def reset(self):
         self.kv = [None] * self.cfg["num_hidden_layers"]
-        self.forwards = 0
+        self.forwards = self.stores = 0    # forwards, and those that only write the cache (prefill, store)
 
     @property
     def length(self) -> int:
@@ -135,6 +137,7 @@ class LLaDA2Model:
         self.kv = [None if kv is None or n == 0 else (kv[0][:, :, :n], kv[1][:, :, :n]) for kv in self.kv]
 
     def forward(self, ids, mask, store: bool):
+        self.stores += store
         cfg, sd = self.cfg, self.sd
         eps, H, Hkv, hd = cfg["rms_norm_eps"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
         rot = int(hd * cfg["partial_rotary_factor"])

@@ -1,17 +1,26 @@
 """One request decoded by a block-diffusion family (SDAR, LLaDA2.x, Fast-dLLM v2) with an exact block
-KV cache. Semantics: /work/shared/specs/block-diffusion.md (from each reference's decoding loop).
+KV cache. Semantics: each reference's decoding loop (tests/reference_block.py writes them out, citing them).
 
 Attention is block-causal and blocks are aligned to absolute position 0 (column = position: a
 request's canvas has no padding), so every committed block has an exact KV cache:
 
   prefill   the prompt's whole blocks [0, P // B), block-causal, written to the request's pool columns
-            (one forward, counted; none when the prompt is shorter than a block)
+            (none when the prompt is shorter than a block)
   block k   columns [kB, (k+1)B), the prompt's tail included: denoising steps run the block's B tokens
             against the cached columns [0, kB) and the block itself (its own columns are written by
             every step and overwritten by the commit), the scheduler commits masked slots
-  commit    the finished block once more, writing its keys/values (counted); token-shift families
-            (Fast-dLLM v2) fill the next block's first slot with the argmax of its last row
+  commit    the finished block once more, writing its keys/values; token-shift families (Fast-dLLM v2)
+            fill the next block's first slot with the argmax of its last row
   stop      checked when a block is committed: a stop token in the answer so far, or the last block
+
+The references run the prefill and each commit as forwards of their own. Nothing in them depends on the
+next block's tokens, and the next block's first step only reads the columns they write, so dllm runs
+them as extra rows of that step's forward ("riders", one forward, one nfe): a ragged forward writes
+every row's keys/values at a layer before any row attends (models/context.py), so the step's queries
+see exactly the keys a separate forward would have written. A commit after which the request stops is
+not run at all (nobody reads those keys). nfe is therefore the reference's count minus the prefill
+and one forward per block. Token-shift families keep separate forwards: the next block's first token
+is the commit forward's output.
 
 The canvas is the prompt and masks up to the end of the block holding answer slot max_new_tokens - 1:
 every whole block is decoded, as the references do, and the answer is cut to max_new_tokens. A
@@ -89,6 +98,8 @@ class BlockDecoder(DiffusionDecoder):
         self.windows = BlockWindows(B, args.token_shift, self.L)
         self.token_shift = args.token_shift
         self.phase = "prefill" if self.first > 0 else "denoise"
+        self.riders: list[ForwardRow] = []     # prefill / commit rows that ride with the next step's forward
+        self.n_riders = 0                      # how many of the planned rows are riders (advance drops them)
 
     @property
     def blk(self) -> slice:
@@ -101,16 +112,42 @@ class BlockDecoder(DiffusionDecoder):
     def final_len(self) -> int:
         return min(super().final_len(), self.N_out)
 
+    def plan(self) -> list[ForwardRow]:
+        rows = super().plan()
+        riders, self.riders = self.riders, []
+        assert rows or self.done or not riders, "riders without a step to ride with"
+        self.n_riders = len(riders) if rows else 0     # the request stopped: their keys are never read
+        return riders + rows if rows else rows
+
+    def advance(self, outs):
+        outs, self.n_riders = outs[self.n_riders:], 0
+        super().advance(outs)
+
     def _phase_rows(self):
-        """The prefill and commit forwards (None: a denoising step comes next)."""
+        """The prefill and commit forwards (None: a denoising step comes next; [] the request stopped).
+        Without token shift they become riders of the next step's forward (see the module's docstring)."""
+        if self.phase not in ("prefill", "commit"):
+            return None
         base = self.windows.bases[0]
         if self.phase == "prefill":
             T = self.first * self.B
-            return [ForwardRow(ids=self.x[:T], start=0, keys=T, q=(T - 1, T), base=base, attn=("block", self.B))]
-        if self.phase == "commit":
+            row = ForwardRow(ids=self.x[:T], start=0, keys=T, q=(T - 1, T), base=base, attn=("block", self.B))
+        else:
             blk = self.committed
-            return [ForwardRow(ids=self.x[blk], start=blk.start, keys=blk.stop, q=(self.B - 1, self.B), base=base)]
+            row = ForwardRow(ids=self.x[blk], start=blk.start, keys=blk.stop, q=(self.B - 1, self.B), base=base)
+        if self.token_shift:
+            return [row]
+        if self.phase == "commit" and self._stops():
+            self.done = True
+            return []
+        self.riders.append(row)
+        self.phase = "denoise"
         return None
+
+    def _stops(self) -> bool:
+        """After the committed block: a stop token in the answer so far, or the last block."""
+        ans = self.x[self.P:self.committed.stop]
+        return self.b == len(self.block_steps) or bool(torch.isin(ans, self.stop_t).any())
 
     def _phase_advance(self, outs) -> bool:
         """Consume a prefill or commit forward; False when the step is a denoising one."""
@@ -121,8 +158,7 @@ class BlockDecoder(DiffusionDecoder):
         if self.token_shift and col < self.L and int(self.x[col]) == self.mask_id:
             self.x[col] = outs[0][-1].argmax(-1)      # Fast-dLLM v2's autoregressive token of the next block
         if self.phase == "commit":
-            ans = self.x[self.P:self.committed.stop]
-            self.done = self.b == len(self.block_steps) or bool(torch.isin(ans, self.stop_t).any())
+            self.done = self._stops()
         self.phase = "denoise"
         return True
 
