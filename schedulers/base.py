@@ -26,7 +26,8 @@ class Step:
     """What a scheduler sees at one step (rows = the requests still in the batch)."""
     index: int                      # forward index within the block, from 0
     forwards: int                   # base-schedule forwards of this generate call, this one included
-    logits: torch.Tensor            # [B, block, V] raw model logits (before transform)
+    logits: torch.Tensor            # [B, block, V] raw model logits (before transform); for masked_only
+                                    # schedulers at temperature 0 "block" is its masked span (block_start on)
     tokens: torch.Tensor            # [B, block] proposed token per slot
     scores: torch.Tensor            # [B, block] float32 score per slot (params.remasking)
     masked: torch.Tensor            # [B, block] bool, still masked before this step
@@ -100,6 +101,10 @@ class Scheduler:
     shadow: bool = False
     #: True: committed slots are not final: select() may send decoded slots back to mask (Step.revoke) -- WINO
     revocable: bool = False
+    #: True: transform() and select() read nothing of the unmasked slots and no slot's place in the block,
+    #: so at temperature 0 a step may be given only the block's masked span (its first to its last masked
+    #: slot: the forward's LM head and the proposal then skip the committed rows around it)
+    masked_only: bool = False
 
     def __init__(self, params, style: str, env=None):
         self.params, self.style, self.env = params, style, env

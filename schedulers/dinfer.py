@@ -14,6 +14,7 @@ from dllm.schedulers.base import Scheduler, best_slot, commit_near_best
 
 class DInfer(Scheduler):
     fixed = False
+    masked_only = True
 
     def select(self, st):
         mask_id = self.env.mask_id if self.env is not None else -1

@@ -8,6 +8,7 @@ from dllm.schedulers.base import Scheduler, commit_best_and_above
 
 class Threshold(Scheduler):
     fixed = False
+    masked_only = True
 
     def select(self, st):
         return commit_best_and_above(st.scores, st.masked, self.params.threshold)

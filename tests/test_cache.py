@@ -71,8 +71,9 @@ def test_windows_follow_the_policy(llada_notok_dir, cache, cache_prompt, every, 
     windows = []
     real = ModelRunner.run
 
-    def spy(self, rows):   # every row the runner is asked for: (window start, stop, query start, stop)
-        windows.extend((r.start, r.start + r.T, r.start + r.q[0], r.start + r.q[1]) for r in rows)
+    def spy(self, rows):   # every row the runner is asked for: (window start, stop, query start, stop, masked cols)
+        windows.extend((r.start, r.start + r.T, r.start + r.q[0], r.start + r.q[1],
+                        (r.ids == llm.args.mask_token_id).nonzero().flatten().add(r.start).tolist()) for r in rows)
         return real(self, rows)
     monkeypatch.setattr(ModelRunner, "run", spy)
     llm = LLM(llada_notok_dir)
@@ -85,8 +86,9 @@ def test_windows_follow_the_policy(llada_notok_dir, cache, cache_prompt, every, 
     assert len(per_block) == 3
     for b, ws in enumerate(per_block):
         bs, be = P + b * bl, P + (b + 1) * bl
-        for f, (s, e, qs, qe) in enumerate(ws):
-            assert (qs, qe) == (bs, be)                       # logits only for the block
+        for f, (s, e, qs, qe, masked) in enumerate(ws):
+            masked = [c for c in masked if bs <= c < be]
+            assert (qs, qe) == (masked[0], masked[-1] + 1)   # logits only for the block's masked span
             refresh = f == 0 or (every and f % every == 0)
             if refresh:
                 assert (s, e) == ((P if cache_prompt and b > 0 else 0), L)

@@ -232,3 +232,33 @@ def test_a_stop_string_ends_the_request_as_soon_as_its_text_is_final(llada_dir):
         assert out.token_ids == whole.token_ids[:len(out.token_ids)]
         assert out.stats.nfe < whole.stats.nfe                       # the later blocks were never decoded
     assert "".join(o.delta_text for o in streamed) == got.text
+
+
+@pytest.mark.parametrize("fixture,kw", [
+    ("llada_dir", dict(scheduler="threshold", threshold=0.3, block_length=8)),
+    ("llada_dir", dict(scheduler="topk", steps=16, block_length=8, cache="dual")),
+    ("dream_dir", dict(scheduler="topk", steps=16, block_length=8)),
+])
+def test_masked_span_scoring_equals_whole_block_scoring(request, fixture, kw, monkeypatch):
+    """masked_only schedulers at T = 0 score only the block's masked span; an on_step observer (which reads
+    whole blocks) turns that off: the answers and forward counts must agree, and the spans must have
+    been narrower than the block at some step."""
+    from dllm.engine.runner import ModelRunner
+
+    llm = LLM(request.getfixturevalue(fixture))
+    widths = []
+    real = ModelRunner.run
+
+    def spy(self, rows):
+        widths.extend(r.q[1] - r.q[0] for r in rows)
+        return real(self, rows)
+    monkeypatch.setattr(ModelRunner, "run", spy)
+    V = llm.args.vocab_size
+    prompts = [{"prompt_token_ids": [(7 * i + j) % (V - 8) for j in range(n)]} for i, n in enumerate((3, 9, 5))]
+    params = SamplingParams(max_new_tokens=16, **kw)
+    span = llm.generate(prompts, params)
+    assert any(w < 8 for w in widths)
+    widths.clear()
+    whole = llm.generate(prompts, params, on_step=lambda st: None)
+    assert all(w >= 8 for w in widths)
+    assert [(o.token_ids, o.stats.nfe) for o in span] == [(o.token_ids, o.stats.nfe) for o in whole]

@@ -68,11 +68,14 @@ class BlockWindows:
     def bind(self, bases):
         self.bases = list(bases)
 
-    def rows(self, x, blk: slice, forwards: int, wide: bool, ahead: int = 0) -> list[ForwardRow]:
-        """ahead is ignored: a block-causal step runs no column after its block."""
-        self.lo = blk.start
-        return [ForwardRow(ids=x[blk], start=blk.start, keys=blk.stop, q=(0, self.B), base=self.bases[0],
-                           steady=forwards > 0)]
+    def rows(self, x, blk: slice, forwards: int, wide: bool, ahead: int = 0, head: slice | None = None
+             ) -> list[ForwardRow]:
+        """ahead is ignored: a block-causal step runs no column after its block. head: only these
+        columns of the block are scored (never with token shift: BlockDecoder)."""
+        head = head or blk
+        self.lo = head.start
+        return [ForwardRow(ids=x[blk], start=blk.start, keys=blk.stop, q=(head.start - blk.start, head.stop - blk.start),
+                           base=self.bases[0], steady=forwards > 0)]
 
     def guide(self, outs):
         logits = outs[0]                                             # [B, V]
@@ -97,6 +100,7 @@ class BlockDecoder(DiffusionDecoder):
                          block_steps=[steps] * (self.end - self.first))
         self.windows = BlockWindows(B, args.token_shift, self.L)
         self.token_shift = args.token_shift
+        self.span_ok &= not args.token_shift      # a shifted slot is scored by the row before it
         self.phase = "prefill" if self.first > 0 else "denoise"
         self.riders: list[ForwardRow] = []     # prefill / commit rows that ride with the next step's forward
         self.n_riders = 0                      # how many of the planned rows are riders (advance drops them)

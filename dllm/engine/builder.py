@@ -44,7 +44,7 @@ def build_request(engine, request_id: str, prompt, params, apply_chat_template: 
     constraint = compile_constraint(params, m.tokenizer, m.args.vocab_size, m.stop_ids, causal=m.args.causal,
                                     templated=answer is not None, name=name)
     env = DecodeEnv(m.device, m.kernels, name if not name.startswith("<") else None, m.classic, on_step,
-                    m.newline_ids)
+                    m.newline_ids, spans=m.graphs == "none")
     if m.args.causal:
         from dllm.engine.autoregressive import ARDecoder
         dec = ARDecoder(ids, params, m.args, m.stop_ids, env, constraint)

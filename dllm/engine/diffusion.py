@@ -100,6 +100,13 @@ class DiffusionDecoder(Decoder):
         self.carry = None
         self.decoded, self.eot_filled = None, None
         self.constraint = None if constraint is None else constraint.bind(self)
+        # a step may score only the block's masked span (schedulers/base.py masked_only): deterministic
+        # proposals (a sampled one draws noise for every row of the block), no constraint (it reads the
+        # whole block), no observer (tools read the whole block's logits), no recorded graphs (one shape per
+        # span length); self.sb: that span this step
+        self.span_ok = (s.masked_only and params.temperature == 0 and params.remasking != "random"
+                        and constraint is None and env.on_step is None and env.spans)
+        self.sb = None
 
     # ---- what the engine asks ---------------------------------------------------------------------
     def needs(self) -> list[tuple[str, int]]:
@@ -166,7 +173,14 @@ class DiffusionDecoder(Decoder):
                 self.step += 1
             if self.sched.shadow:
                 return [self.windows.shadow_row(self.x, blk, self.mask_id)]
-            return self.windows.rows(self.x, blk, self.forwards, wide=self.sched.wide, ahead=self.sched.lookahead)
+            self.sb = self._masked_span(blk) if self.span_ok else None
+            return self.windows.rows(self.x, blk, self.forwards, wide=self.sched.wide, ahead=self.sched.lookahead,
+                                     head=self.sb)
+
+    def _masked_span(self, blk) -> slice:
+        """Canvas columns from the block's first masked slot to its last (the block has one)."""
+        at = (self.x[blk] == self.mask_id).nonzero()
+        return slice(blk.start + int(at[0]), blk.start + int(at[-1]) + 1)
 
     def advance(self, outs: list[torch.Tensor]):
         if self._phase_advance(outs):
@@ -202,7 +216,7 @@ class DiffusionDecoder(Decoder):
         """One step on the logits [Q, V] of canvas columns lo.. (counted: they come from an earlier
         forward, already in nfe)."""
         self.forwards += 0 if counted else 1
-        blk, x = self.blk, self.x
+        blk, x = self.sb or self.blk, self.x            # the block, or the masked span this step scores
         raw = logits[blk.start - lo:blk.stop - lo][None]                    # [1, block, V]
         masked = (x[blk] == self.mask_id)[None]
         fused = self.sched.transform(raw, masked)
@@ -280,7 +294,7 @@ class DiffusionDecoder(Decoder):
         raise NeedForward(col)
 
     def _finish_step(self, st: Step):
-        x, blk, masked = self.x, self.blk, st.masked
+        x, blk, masked = self.x, self.sb or self.blk, st.masked
         try:
             fill = self.sched.finish(st)
             if fill is not None and bool(fill.any()):   # early commit: complete the answer now
@@ -317,8 +331,8 @@ class DiffusionDecoder(Decoder):
         if self.p.trace:
             self._record(st, blk)
         if (self.sched.fixed and self.sched.block_done(self.step)) or \
-                (not self.sched.fixed and not bool((x[blk] == self.mask_id).any())):
-            self._end_block(blk)
+                (not self.sched.fixed and not bool((x[self.blk] == self.mask_id).any())):
+            self._end_block(self.blk)
 
     def _fill(self, st, blk):
         """Early commit: every masked slot from the block's start to the end takes its argmax (or the

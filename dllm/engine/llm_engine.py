@@ -34,6 +34,8 @@ class DecodeEnv:
     classic: bool                  # the model runs row by row (no ragged path)
     on_step: object = None         # tools (train-filter): called with every diffusion Step
     newline_ids: object = None     # () -> the tokenizer's line-end token ids (adablock's delimiters)
+    spans: bool = True             # steps may score only the block's masked span (False under recorded
+                                   # graphs: every span length would be a shape of its own to record)
 
 
 class LLMEngine:

@@ -84,14 +84,15 @@ class Windows:
         start = blk.start - p.refresh_window - self.shift
         return max(start, 0), L if p.cache == "prefix" else min(blk.stop + p.refresh_window, L)
 
-    def rows(self, x, blk: slice, forwards: int, wide: bool, ahead: int = 0) -> list[ForwardRow]:
+    def rows(self, x, blk: slice, forwards: int, wide: bool, ahead: int = 0, head: slice | None = None
+             ) -> list[ForwardRow]:
         """The step's rows for block `blk` at the block's forward number `forwards` (0 = the first).
         ahead: also return the logits of up to that many columns after the block, where the window runs
-        them anyway (lookahead schedulers)."""
+        them anyway (lookahead schedulers). head: only these columns of the block are scored."""
         p, L = self.p, self.L
         refresh = not self.cached or forwards == 0 or bool(p.refresh_every and forwards % p.refresh_every == 0)
         start, stop = self._span(blk, refresh)
-        lo, hi = blk.start, max(blk.stop, min(blk.stop + ahead, stop))
+        lo, hi = (head.start, head.stop) if head is not None else (blk.start, max(blk.stop, min(blk.stop + ahead, stop)))
         if wide:   # every answer column whose scoring row ran (Dream scores column i from row i - 1)
             lo, hi = min(lo, max(self.P, start + self.shift)), stop
         self.lo = lo
