@@ -1,6 +1,7 @@
 """Block-diffusion decoding: dllm vs the reference loops on the same weights, identical tokens.
 
-python -m benchmarks.block_diffusion                         # both families, 256 and 1024 new tokens
+python -m benchmarks.block_diffusion                         # both families, 256 and 1024 new tokens, 4 prompts
+python -m benchmarks.block_diffusion --families llada2 --batch 16,8   # 16 prompts at 256, 8 at 1024
 python -m benchmarks.block_diffusion --lengths 256 --batch 8 --families sdar --repeats 3
 
 Models (random weights, written in the published layouts by tests/block_checkpoints.py):
@@ -67,7 +68,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", default="sdar,llada2")
     ap.add_argument("--lengths", default="256,1024")
-    ap.add_argument("--batch", default="4,2", help="prompts per run, one per length (or one for all)")
+    ap.add_argument("--batch", default="4", help="prompts per run, one per length (or one for all)")
     ap.add_argument("--prompt-len", type=int, default=61)
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--repeats", type=int, default=2)
