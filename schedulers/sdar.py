@@ -9,7 +9,7 @@ when fewer slots are masked and so overwrites committed ones, a bug dllm does no
   sequential              q slots from the leftmost masked one on
   entropy_bounded         the EB-sampler: masked slots by ascending entropy H of the sampling
                           distribution, the k whose prefix sums of H stay below eb_threshold (0.35),
-                          1 <= k <= masked (SDAR's own branch is broken: spec section 2)
+                          1 <= k <= masked (SDAR's own branch is broken: docs/specs/block-diffusion.md section 2)
 Confidence = the probability of the drawn token under softmax(top-p(top-k(logits / T))) (the family's
 "dream" sampler; T = 0: argmax, softmax probability).
 """

@@ -1,5 +1,5 @@
 """Reference forwards and decoding loops of the block-diffusion families, written in the test suite
-from the authors' code (file:line per /work/shared/specs/block-diffusion.md; snapshots named there).
+from the authors' code (file:line per docs/specs/block-diffusion.md; snapshots named there).
 
 Models (one interface: prefill(ids) writes the cache; step(ids, store) forwards a block at the
 positions after the cache, attending to the cache and to itself, and stores it or not):
@@ -12,9 +12,9 @@ Loops (batch 1, as the references are):
   sdar_generate       SDAR generate.py:57-202 block_diffusion_generate
   dinfer_generate     dInfer generate_uniform.py:929-966 + parallel_strategy.py:263-312 (T = 0)
   fast_dllm_generate  Fast-dLLM v2 modeling.py generate + sample_with_top_p
-Deviations, each the documented dllm behaviour (spec sections 2-4): SDAR's quota is clamped to the
-masks left, T = 0 is the greedy limit, entropy_bounded is the EB-sampler; dInfer's no-op unrolled
-forwards are skipped.
+Deviations, each the documented dllm behaviour (docs/specs/block-diffusion.md section 5): SDAR's
+quota is clamped to the masks left, T = 0 is the greedy limit, entropy_bounded is the EB-sampler;
+dInfer's no-op unrolled forwards are skipped.
 """
 from __future__ import annotations
 

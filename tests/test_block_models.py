@@ -1,7 +1,9 @@
 """Block-diffusion families (SDAR, LLaDA2.x MoE, Fast-dLLM v2): config parsing and refusals, special ids,
 the block-causal mask, and logits against the references (transformers' Qwen3 / Qwen2 classes; LLaDA2
 written out from dInfer's modeling file in tests/reference_block.py), MoE routing choices included."""
+import hashlib
 import json
+import lzma
 import shutil
 from pathlib import Path
 
@@ -19,7 +21,26 @@ from tests.block_checkpoints import write_fast_dllm, write_llada2, write_sdar
 from tests.helpers import load_state
 from tests.reference_block import HFBlockModel, LLaDA2Model, block_mask, llada2_route
 
-SDAR_DATA = Path("/work/shared/data/sdar/SDAR-4B-Chat")
+# The published SDAR-4B-Chat tokenizer files (source, commit, license: tests/data/sdar-4b-chat/README.md);
+# vocab.json and merges.txt are stored xz-compressed, with the sha256 of the published bytes.
+SDAR_DATA = Path(__file__).parent / "data" / "sdar-4b-chat"
+SDAR_PUBLISHED_SHA256 = {
+    "vocab.json": "ca10d7e9fb3ed18575dd1e277a2579c16d108e32f27439684afa0e10b1440910",
+    "merges.txt": "8831e4f1a044471340f7c0a83d7bd71306a5b867e95fd870f74d0c5308a904d5",
+}
+
+
+@pytest.fixture
+def real_sdar_dir(tmp_path):
+    """The published SDAR-4B-Chat tokenizer directory, rebuilt in tmp_path from tests/data."""
+    for f in SDAR_DATA.iterdir():
+        if f.suffix == ".xz":
+            data = lzma.decompress(f.read_bytes())
+            assert hashlib.sha256(data).hexdigest() == SDAR_PUBLISHED_SHA256[f.stem], f"{f} is not the published file"
+            (tmp_path / f.stem).write_bytes(data)
+        elif f.name != "README.md":
+            shutil.copyfile(f, tmp_path / f.name)
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -194,16 +215,16 @@ def test_loader_refuses_a_dense_name_on_a_moe_layer(tmp_path):
         load_model(tmp_path)
 
 
-@pytest.mark.skipif(not (SDAR_DATA / "vocab.json").is_file(),
-                    reason="the published SDAR-4B-Chat tokenizer files are not in /work/shared/data/sdar")
-def test_real_sdar_tokenizer_and_chat_template_match_transformers():
+def test_real_sdar_tokenizer_and_chat_template_match_transformers(real_sdar_dir):
     from transformers import AutoTokenizer
 
     from dllm.tokenizer import Tokenizer
-    ours = Tokenizer.from_pretrained(SDAR_DATA)
-    theirs = AutoTokenizer.from_pretrained(str(SDAR_DATA))   # built-in Qwen2Tokenizer, no remote code
+    assert not (real_sdar_dir / "tokenizer.json").exists()   # both sides build BPE from vocab.json + merges.txt
+    ours = Tokenizer.from_pretrained(real_sdar_dir)
+    theirs = AutoTokenizer.from_pretrained(str(real_sdar_dir), trust_remote_code=False)   # built-in Qwen2Tokenizer
     texts = ["Hello world! 东京 12345 déjà vu\n\tdef f(x): return x**2", "<|im_start|>user\nhi<|im_end|>",
-             "<|MASK|><|MASK|> mask <think>"]
+             "<|MASK|><|MASK|> mask <think>",
+             "IT'S DON'T we'll\r\n\r\n   caf\u0065\u0301 x  \t y   "]    # contractions, NFC, CRLF, space runs
     for t in texts:
         assert ours.encode(t) == theirs(t, add_special_tokens=False)["input_ids"]
         ids = ours.encode(t)
@@ -212,13 +233,13 @@ def test_real_sdar_tokenizer_and_chat_template_match_transformers():
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
     want = theirs.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     assert ours.encode_chat(msgs) == theirs(want, add_special_tokens=False)["input_ids"]
-    args = args_from_config(json.loads((SDAR_DATA / "config.json").read_text()))
+    args = args_from_config(json.loads((real_sdar_dir / "config.json").read_text()))
     assert (args.head_dim, args.block_size, args.mask_token_id, args.n_kv_heads) == (128, 4, 151669, 8)
 
 
 def test_real_llada2_tokenizer_is_not_available():
     pytest.skip("no stored snapshot holds the published LLaDA2.0-mini tokenizer or chat template "
-                "(/work/shared/specs/block-diffusion.md); its special ids are checked through the family constants")
+                "(docs/specs/block-diffusion.md); its special ids are checked through the family constants")
 
 
 def test_reference_block_mask_offsets():

@@ -2,7 +2,7 @@
 
 SDAR / TraDo (model_type "sdar"), LLaDA2.x MoE ("llada2_moe") and Fast-dLLM v2 ("Fast_dLLM_Qwen"):
 attention is block-causal (a query sees its own block and every earlier block), so committed
-blocks have an exact KV cache. Facts and file:line references: /work/shared/specs/block-diffusion.md.
+blocks have an exact KV cache. Facts and file:line references: docs/specs/block-diffusion.md.
 Special ids the config lacks are filled in by models/special_ids.py (generation_config.json, the
 tokenizer's special tokens, then the family constants below).
 """

@@ -29,7 +29,7 @@ class ModelArgs:
     causal: bool = False
     input_emb_scale: bool = False  # LLaDA input_emb_norm: embeddings * sqrt(dim)
     scale_logits: bool = False     # LLaDA scale_logits: logits / sqrt(dim)
-    # ---- block-diffusion families (SDAR, LLaDA2.x, Fast-dLLM v2; /work/shared/specs/block-diffusion.md) ----
+    # ---- block-diffusion families (SDAR, LLaDA2.x, Fast-dLLM v2; docs/specs/block-diffusion.md) ----
     head_size: int = 0             # config head_dim when heads * head_dim != dim (SDAR, LLaDA2); 0: dim // heads
     qk_norm: bool = False          # RMSNorm over head_dim on q and k before RoPE (Qwen3 / SDAR, LLaDA2)
     rotary_dim: int = 0            # partial rotary (LLaDA2: head_dim * partial_rotary_factor); 0: all of head_dim
