@@ -89,6 +89,9 @@ def test_configs_parse_published_fields(sdar_dir, fast_dir, llada2_dir):
     assert (m.moe.n_experts, m.moe.top_k, m.moe.first_dense, m.moe.n_shared) == (8, 2, 1, 1)
     del cfg["mask_token_id"], cfg["eos_token_id"]
     assert args_from_config(cfg).mask_token_id == -1   # resolved later (special_ids.py)
+    del cfg["n_group"], cfg["topk_group"]              # dInfer's config class defaults: 8 groups, 4 kept
+    cfg.update(num_experts=32, num_experts_per_tok=4)
+    assert (args_from_config(cfg).moe.n_group, args_from_config(cfg).moe.topk_group) == (8, 4)
 
 
 @pytest.mark.parametrize("change,match", [

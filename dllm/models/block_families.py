@@ -83,7 +83,9 @@ def _moe_args(cfg: dict, n_layers: int) -> MoEArgs | None:
     name = "LLaDA2"
     m = MoEArgs(
         n_experts=_pos_int(cfg, "num_experts", name), top_k=_pos_int(cfg, "num_experts_per_tok", name),
-        n_group=_pos_int(cfg, "n_group", name, 1), topk_group=_pos_int(cfg, "topk_group", name, 1),
+        # absent: the defaults of dInfer's config class (configuration_llada2_moe.py:39-40), which its
+        # modeling file reads as they are
+        n_group=_pos_int(cfg, "n_group", name, 8), topk_group=_pos_int(cfg, "topk_group", name, 4),
         intermediate_size=_pos_int(cfg, "moe_intermediate_size", name),
         n_shared=_field(cfg, "num_shared_experts", name, 0), first_dense=_field(cfg, "first_k_dense_replace", name, 0),
         routed_scaling=float(_field(cfg, "routed_scaling_factor", name, 2.5)), norm_topk=True)
