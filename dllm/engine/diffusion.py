@@ -152,7 +152,8 @@ class DiffusionDecoder(Decoder):
             blk = self.blk
             if not self.in_block:
                 self._begin_block(blk)
-            masked_any = bool((self.x[blk] == self.mask_id).any())
+            at = (self.x[blk] == self.mask_id).nonzero().flatten()      # the block's masked slots (one host sync)
+            masked_any = len(at) > 0
             if self.sched.fixed:
                 if self.sched.block_done(self.step):
                     self._end_block(blk)
@@ -173,14 +174,11 @@ class DiffusionDecoder(Decoder):
                 self.step += 1
             if self.sched.shadow:
                 return [self.windows.shadow_row(self.x, blk, self.mask_id)]
-            self.sb = self._masked_span(blk) if self.span_ok else None
+            # the masked span (first to last masked slot) when the step may score only that
+            self.sb = (slice(blk.start + int(at[0]), blk.start + int(at[-1]) + 1) if self.span_ok and masked_any
+                       else None)
             return self.windows.rows(self.x, blk, self.forwards, wide=self.sched.wide, ahead=self.sched.lookahead,
                                      head=self.sb)
-
-    def _masked_span(self, blk) -> slice:
-        """Canvas columns from the block's first masked slot to its last (the block has one)."""
-        at = (self.x[blk] == self.mask_id).nonzero()
-        return slice(blk.start + int(at[0]), blk.start + int(at[-1]) + 1)
 
     def advance(self, outs: list[torch.Tensor]):
         if self._phase_advance(outs):
