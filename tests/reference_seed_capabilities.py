@@ -2,7 +2,7 @@
 a time (as tests/reference_seed_decoders.py, whose Forwards and helpers they use). Temperature 0,
 LLaDA-style models.
 
-Sources (snapshots named in ../shared/specs/scheduler-pack.md):
+Sources (snapshots named in docs/specs/scheduler-pack.md):
   adablock   lgxi24/AdaBlock-dLLM llada/generate_adablock.py:39-158 (no cache), :161-238 (prefix),
              :241-313 (dual), get_transfer_index :315-361 (threshold branch)
   freedave   cychomatica/FreeDave generation/core.py:700-1104 (block_decode_with_full_attention_FreeDave,

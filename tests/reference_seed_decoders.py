@@ -2,7 +2,7 @@
 plain Python loops over slots, so that the engine's vectorised schedulers can be checked against
 them token for token. Temperature 0, LLaDA-style models (tests/reference.py's llada_kv_forward).
 
-Sources (snapshots named in ../shared/specs/scheduler-pack.md):
+Sources (snapshots named in docs/specs/scheduler-pack.md):
   localleap  get_transfer_index of friedrichor/LocalLeap's generate.py, as copied verbatim in three
              third-party repositories (the upstream repository could not be fetched)
   eb         NEUIR/PC-Sampler src/generate.py:338-383 (generate_with_eb_sampler)
