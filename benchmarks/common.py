@@ -12,9 +12,23 @@ import time
 
 import torch
 
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo): shared machines change between runs, and the ratios
+    a benchmark reports depend on the CPU's vector units."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+            "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
