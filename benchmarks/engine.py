@@ -9,6 +9,8 @@ mixed decoding, as a server would run them: threshold, top-k, credit and factor 
 or prefix cache, and (on a model with a tokenizer) one request in eight constrained by a regex. At concurrency c the engine
 holds at most c requests; an arrival waits until one leaves (c = 1 is one request at a time). Reported per
 level: output tokens/s, requests/s, time to the first final token and latency (p50/p99, from arrival),
+the mean number of requests in the engine over the run's time (below c while the last requests drain:
+give enough requests that the run is mostly at its level),
 and the speed-up over c = 1 on the same requests in the same run (--repeats R: R rounds over the levels,
 the median run per level and the median, min and max of the per-round speed-ups). Writes JSON and prints a table.
 Never run as a test.
@@ -64,6 +66,7 @@ def run(engine, reqs, concurrency: int, rate: float, seed: int) -> dict:
     arrive = [sum(gaps[:i + 1]) for i in range(len(reqs))]
     t0 = time.perf_counter()
     nxt, first, done, tokens = 0, {}, {}, 0
+    busy = 0.0   # sum over steps of (requests running in the step) x (the step's seconds)
     while len(done) < len(reqs):
         now = time.perf_counter() - t0
         while nxt < len(reqs) and arrive[nxt] <= now and engine.num_running + engine.num_waiting < concurrency:
@@ -72,7 +75,10 @@ def run(engine, reqs, concurrency: int, rate: float, seed: int) -> dict:
         if not engine.has_unfinished_requests():
             time.sleep(max(0.0, min(arrive[nxt] - now, 0.05)))
             continue
-        for o in engine.step():
+        ts, running = time.perf_counter(), engine.num_running + engine.num_waiting
+        outs = engine.step()
+        busy += running * (time.perf_counter() - ts)
+        for o in outs:
             t = time.perf_counter() - t0
             i = int(o.request_id)
             if o.delta_token_ids and i not in first:
@@ -86,7 +92,7 @@ def run(engine, reqs, concurrency: int, rate: float, seed: int) -> dict:
     lat = sorted(done.values())
     ttft = sorted(first.values()) or [float("nan")]
     return dict(concurrency=concurrency, requests=len(reqs), output_tokens=tokens, wall_s=wall,
-                tokens_per_s=tokens / wall, requests_per_s=len(reqs) / wall,
+                tokens_per_s=tokens / wall, requests_per_s=len(reqs) / wall, mean_running=busy / wall,
                 ttft_p50_s=statistics.median(ttft), latency_p50_s=statistics.median(lat),
                 latency_p99_s=lat[min(len(lat) - 1, int(0.99 * len(lat)))])
 
@@ -95,7 +101,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="tiny,synthetic", help="tiny (the shipped dllm-tiny), synthetic (110M), or DIRs")
     ap.add_argument("--concurrency", default="1,4,16")
-    ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--requests", default="32",
+                    help="requests per level: one count, or one per model (enough that the run is mostly at its level)")
     ap.add_argument("--rate", type=float, default=float("inf"), help="arrivals per second (inf: all at once)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", default="bench_engine.json")
@@ -106,7 +113,12 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     rows, tmp = [], None
-    for name in a.models.split(","):
+    names = a.models.split(",")
+    counts = [int(n) for n in a.requests.split(",")]
+    counts = counts * len(names) if len(counts) == 1 else counts
+    if len(counts) != len(names):
+        ap.error("--requests: one count, or one per model")
+    for name, n_req in zip(names, counts):
         path = name
         if name == "tiny":
             path = "default"
@@ -115,7 +127,7 @@ def main(argv=None):
             synthetic_checkpoint(Path(tmp.name))
             path = tmp.name
         engine = LLMEngine(path)
-        reqs = workload(engine, a.requests, a.seed)
+        reqs = workload(engine, n_req, a.seed)
         engine.add_request("warm", *reqs[0])
         while engine.has_unfinished_requests():
             engine.step()
@@ -136,7 +148,7 @@ def main(argv=None):
     config = dict(models=a.models, requests=a.requests, rate=a.rate, seed=a.seed, threads=torch.get_num_threads(),
                   repeats=a.repeats)
     write(a.output, config, rows, ["model", "concurrency", "output_tokens", "wall_s", "tokens_per_s", "requests_per_s",
-                                   "ttft_p50_s", "latency_p50_s", "latency_p99_s", "speedup", "speedup_min",
+                                   "ttft_p50_s", "latency_p50_s", "latency_p99_s", "mean_running", "speedup", "speedup_min",
                                    "speedup_max"])
     if a.plot:
         import matplotlib
