@@ -134,7 +134,8 @@ def run_model(model: str, a, rows: list):
     levels = [int(c) for c in a.clients.split(",")]
     count = lambda n: max(n * a.rounds, a.min_requests)   # noqa: E731  (requests at level n)
     pool = prompts_for(model, max(map(count, levels)), a.prompt_len)
-    sampling = dict(max_tokens=a.max_tokens, block_length=a.block_length, steps=a.steps, scheduler=a.scheduler)
+    sampling = dict(max_tokens=a.max_tokens, block_length=a.block_length, steps=a.steps, scheduler=a.scheduler,
+                    cache=a.cache)
     bodies = [dict(prompt=ids, stream=True, stream_options={"include_usage": True}, return_token_ids=True, **sampling)
               for ids in pool]
     flags = ["--model", path, "--max-waiting", str(len(pool) + 1)]
@@ -148,7 +149,7 @@ def run_model(model: str, a, rows: list):
     from dllm import SamplingParams
 
     params = SamplingParams(max_new_tokens=a.max_tokens, block_length=a.block_length, steps=a.steps,
-                            scheduler=a.scheduler)
+                            scheduler=a.scheduler, cache=a.cache)
     done, wall = in_process(path, pool[:count(1)], params, a)
     rows.append(row(model, "in-process", 1, done, wall))
     print(rows[-1], flush=True)
@@ -204,6 +205,8 @@ def main(argv=None):
     ap.add_argument("--block-length", type=int, default=8)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--scheduler", default="topk")
+    ap.add_argument("--cache", default="none", choices=("none", "prefix", "dual"),
+                    help="KV cache mode of every request (none: every step a full-canvas forward)")
     ap.add_argument("--prompt-len", type=int, default=64, help="synthetic model's prompt length")
     ap.add_argument("--device")
     ap.add_argument("--dtype")
