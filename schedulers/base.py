@@ -28,9 +28,11 @@ class Step:
     forwards: int                   # base-schedule forwards of this generate call, this one included
     logits: torch.Tensor            # [B, block, V] raw model logits (before transform); for masked_only
                                     # schedulers at temperature 0 "block" is its masked span (block_start on)
-    tokens: torch.Tensor            # [B, block] proposed token per slot
+    tokens: torch.Tensor            # [B, block] proposed token per slot (never the mask token)
     scores: torch.Tensor            # [B, block] float32 score per slot (params.remasking)
     masked: torch.Tensor            # [B, block] bool, still masked before this step
+    banned_hit: Optional[torch.Tensor] = None   # [B, block] bool, sees_banned schedulers when sampling: the
+                                                # draw before the mask token's ban was the mask token
     plan: Optional[list] = None     # fixed schedulers: host-side commit counts per row
     rows: Optional[list] = None     # request index of each batch row
     wide: Optional[torch.Tensor] = None   # [B, W, V] raw logits of canvas columns wide_start.. (if asked and computed)
@@ -105,6 +107,9 @@ class Scheduler:
     #: so at temperature 0 a step may be given only the block's masked span (its first to its last masked
     #: slot: the forward's LM head and the proposal then skip the committed rows around it)
     masked_only: bool = False
+    #: True: when sampling, the step also says which slots' draw was the mask token before its ban
+    #: (Step.banned_hit; propose(report_banned=True)) -- dInfer, whose proposal may be the mask token
+    sees_banned: bool = False
 
     def __init__(self, params, style: str, env=None):
         self.params, self.style, self.env = params, style, env

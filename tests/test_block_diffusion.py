@@ -122,6 +122,28 @@ def test_llada2_dinfer_greedy_matches_reference(llada2, B, threshold):
         assert ref.stores >= 1 and out.stats.nfe == ref.forwards - ref.stores
 
 
+def test_llada2_sampling_tells_dinfer_which_draws_were_the_mask_token(llada2, monkeypatch):
+    """dInfer samples x0 = Gumbel-max over the whole vocabulary and skips slots where it is the mask token
+    (parallel_strategy.py:263-279); the step hands the scheduler that fact for the step's own draw."""
+    from dllm.schedulers.dinfer import DInfer
+
+    path, llm = llada2
+    seen, select = [], DInfer.select
+
+    def spy(self, st):
+        seen.append(None if st.banned_hit is None else (st.banned_hit.dtype, st.banned_hit.shape == st.masked.shape))
+        return select(self, st)
+
+    monkeypatch.setattr(DInfer, "select", spy)
+    sampled = SamplingParams(max_new_tokens=10, block_length=4, temperature=1.0, seed=5)
+    out = llm.generate(_ids(PROMPTS), sampled)
+    assert seen and all(s == (torch.bool, True) for s in seen) and all(len(o.token_ids) > 0 for o in out)
+    assert out[0].token_ids == llm.generate(_ids(PROMPTS), sampled)[0].token_ids      # seeded: reproducible
+    seen.clear()
+    llm.generate(_ids(PROMPTS[:1]), SamplingParams(max_new_tokens=10, block_length=4))
+    assert seen and all(s is None for s in seen)        # greedy: the scheduler reads the logits' argmax
+
+
 @pytest.mark.parametrize("sub", [4, 8, 2])
 def test_fast_dllm_v2_greedy_matches_reference(fast, sub):
     path, llm = fast

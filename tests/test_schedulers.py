@@ -118,3 +118,54 @@ def test_threshold_commits_the_best_and_everything_above():
     assert got[0] == [False, False, True, False]   # 0.95 is not masked
     assert got[1] == [False, False, False, True]   # nothing above: only the best
     assert got[2] == [False] * 4                   # a full row commits nothing
+
+
+def test_propose_reports_draws_of_the_banned_token():
+    """report_banned: hit = the draw before the ban was the banned token, from the same noise as the
+    proposal (dInfer's x0 may be the mask token; dllm proposes the best other token and says so)."""
+    V, banned = 6, 4
+    lg = torch.tensor([0.5, 0.0, -0.5, 0.2, 0.9, -1.0]).expand(1, 3000, V).contiguous()
+    kw = dict(remasking="low_confidence", top_p=None, top_k=None, generator=None, banned=banned)
+    tok, _, hit = propose(lg.clone(), temperature=0.0, style="llada", report_banned=True, **kw)   # greedy
+    assert hit.all() and (tok == 0).all()                      # argmax is the banned 4; the proposal is 0
+    for T in (0.7, 1.5):
+        g = torch.Generator().manual_seed(3)
+        tok, conf, hit = propose(lg.clone(), temperature=T, style="llada", report_banned=True,
+                                 **{**kw, "generator": g})
+        # the same draw written out: Gumbel-max over logits / T with the generator's uniforms
+        u = torch.rand(lg.shape, generator=torch.Generator().manual_seed(3)).clamp_(min=1e-20)
+        noisy = lg / T - torch.log(-torch.log(u))
+        assert torch.equal(hit, noisy.argmax(-1) == banned)
+        noisy[..., banned] = float("-inf")
+        assert torch.equal(tok, noisy.argmax(-1)) and not (tok == banned).any()
+        q = (lg[0, 0] / T).softmax(-1)
+        assert abs(hit.float().mean().item() - q[banned].item()) < 0.03   # P(Gumbel-max = b) = q_b
+        torch.testing.assert_close(conf, lg.softmax(-1).gather(-1, tok[..., None])[..., 0])
+        plain = propose(lg.clone(), temperature=T, style="llada", **{**kw, "generator": torch.Generator().manual_seed(3)})
+        assert torch.equal(plain[0], tok)                      # asking for the report changes no draw
+    g = torch.Generator().manual_seed(3)
+    assert propose(lg.clone(), temperature=0.7, style="dream", report_banned=True, **{**kw, "generator": g})[2] is None
+    assert propose(lg.clone(), temperature=0.7, style="llada", report_banned=True, **{**kw, "banned": None})[2] is None
+
+
+def test_dinfer_skips_slots_whose_draw_was_the_mask_token():
+    from dllm.schedulers.base import SchedulerEnv, Step
+    from dllm.schedulers.dinfer import DInfer
+
+    V, mask = 8, 7
+    s = DInfer(SamplingParams(scheduler="dinfer", threshold=0.9), "llada", SchedulerEnv(None, "cpu", mask_id=mask))
+    assert s.sees_banned
+    logits = torch.zeros(1, 4, V)                              # greedy argmax: token 0 everywhere, never the mask
+    scores = torch.tensor([[0.99, 0.95, 0.5, 0.3]])
+    masked = torch.ones(1, 4, dtype=torch.bool)
+    st = Step(index=0, forwards=1, logits=logits, tokens=torch.zeros(1, 4, dtype=torch.long), scores=scores,
+              masked=masked)
+    assert s.select(st).tolist() == [[True, True, False, False]]
+    st.banned_hit = torch.tensor([[True, False, False, False]])   # slot 0's draw was the mask token
+    assert s.select(st).tolist() == [[False, True, False, False]]
+    st.banned_hit = torch.tensor([[False, True, True, False]])
+    assert s.select(st).tolist() == [[True, False, False, False]]
+    st.banned_hit = torch.tensor([[True, True, False, True]])     # only slot 2 (0.5): below the threshold, the best
+    assert s.select(st).tolist() == [[False, False, True, False]]
+    st.banned_hit = torch.ones(1, 4, dtype=torch.bool)          # every draw was the mask token: dInfer would loop;
+    assert s.select(st).tolist() == [[True, False, False, False]]   # dllm commits the best proposal

@@ -107,6 +107,8 @@ class DiffusionDecoder(Decoder):
         self.span_ok = (s.masked_only and params.temperature == 0 and params.remasking != "random"
                         and constraint is None and env.on_step is None and env.spans)
         self.sb = None
+        # the scheduler reads which sampled slots drew the mask token (greedy: from the logits themselves)
+        self.report_banned = s.sees_banned and params.temperature > 0
 
     # ---- what the engine asks ---------------------------------------------------------------------
     def needs(self) -> list[tuple[str, int]]:
@@ -218,15 +220,19 @@ class DiffusionDecoder(Decoder):
         raw = logits[blk.start - lo:blk.stop - lo][None]                    # [1, block, V]
         masked = (x[blk] == self.mask_id)[None]
         fused = self.sched.transform(raw, masked)
+        hit = None
         if self.constraint is not None:   # DINGO: the masked slots take the best valid completion
             tokens, scores = self._witness(fused, blk, masked)
+        elif self.report_banned:
+            tokens, scores, hit = propose(fused, **self.propose_kw, report_banned=True)
         else:
             tokens, scores = propose(fused, **self.propose_kw)
         check_finite(scores, raw, masked, self.p.remasking, self.steps + 1)
         self.nfe += 0 if counted else self.cost
         self.steps += 1
         st = Step(index=self.step - 1, forwards=self.steps, logits=raw, tokens=tokens, scores=scores,
-                  masked=masked, plan=self.cur_plan, rows=[self.row], block_start=blk.start, answer_start=self.P)
+                  masked=masked, plan=self.cur_plan, rows=[self.row], block_start=blk.start, answer_start=self.P,
+                  banned_hit=hit)
         s = self.sched
         if s.drafts or s.revocable:   # the block as it stands before this step's commits
             st.current = x[blk].clone()[None]

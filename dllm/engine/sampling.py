@@ -44,8 +44,12 @@ def filtered(logits, top_k, top_p):
 
 
 def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: str,
-            generator: torch.Generator | None, banned: int | None = None, kernels: str = "torch"):
+            generator: torch.Generator | None, banned: int | None = None, kernels: str = "torch",
+            report_banned: bool = False):
     """logits [B, L, V] -> (tokens [B, L] long, scores [B, L] float32). May overwrite `logits`.
+    report_banned: return (tokens, scores, hit) with hit [B, L] bool = the draw before the ban was the
+    banned token (the same noise: Gumbel-max and greedy), or None where no such draw exists (no banned
+    token; the "dream" sampler at T > 0, whose draw is taken from the banned-free distribution).
 
     style "llada": token = argmax(logits / T + Gumbel) (Gumbel-max sampling; plain argmax at
     T = 0); low_confidence score = softmax(logits)[token] of the untempered logits.
@@ -57,7 +61,7 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
     exp(logit - logsumexp): no [L, V] probability tensor is written unless sampling or
     entropy needs one.
     """
-    if kernels == "triton" and top_k is None and (top_p is None or top_p >= 1) \
+    if kernels == "triton" and top_k is None and (top_p is None or top_p >= 1) and not report_banned \
             and not (temperature > 0 and style == "dream"):
         # the fused kernel (kernels/vocab_reduce.py): the same tokens and scores, no [L, V] float32 copy
         from dllm.kernels.vocab_reduce import vocab_reduce
@@ -65,7 +69,7 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
     l32 = logits.float()
     scored = filtered(l32 / temperature if (temperature > 0 and style == "dream") else l32, top_k, top_p)
     lse = torch.logsumexp(scored, -1, keepdim=True)              # [B, L, 1]
-    probs = None
+    probs, hit = None, None
     if remasking == "entropy" or (temperature > 0 and style == "dream"):
         probs = (scored - lse).exp()
     if temperature > 0:
@@ -80,9 +84,11 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
             u = torch.rand(tempered.shape, generator=generator, device=tempered.device).clamp_(min=1e-20)
             noisy = tempered - torch.log(-torch.log(u))
             if banned is not None:
+                hit = noisy.argmax(-1) == banned if report_banned else None
                 noisy[..., banned] = float("-inf")
             tokens = noisy.argmax(-1)
     elif banned is not None:   # hide the banned column for the argmax only, then put it back
+        hit = scored.argmax(-1) == banned if report_banned else None
         saved = scored[..., banned].clone()
         scored[..., banned] = float("-inf")
         tokens = scored.argmax(-1)
@@ -101,7 +107,7 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
         score = torch.rand(tokens.shape, generator=generator, device=tokens.device)
     else:  # validated by SamplingParams
         raise AssertionError(remasking)
-    return tokens, score
+    return (tokens, score, hit) if report_banned else (tokens, score)
 
 
 def choose(logits, temperature: float, top_k, top_p, generator, allowed=None):
