@@ -95,19 +95,23 @@ def propose(logits, *, remasking: str, temperature: float, top_p, top_k, style: 
         scored[..., banned] = saved
     else:
         tokens = scored.argmax(-1)
-    conf = (scored.gather(-1, tokens[..., None]) - lse).exp().squeeze(-1)
-    if remasking == "low_confidence":
-        score = conf
-    elif remasking == "margin":
-        top2 = (scored.topk(2, dim=-1).values - lse).exp()
-        score = top2[..., 0] - top2[..., 1]
-    elif remasking == "entropy":
-        score = (probs * torch.log(probs + 1e-10)).sum(-1)
-    elif remasking == "random":
-        score = torch.rand(tokens.shape, generator=generator, device=tokens.device)
-    else:  # validated by SamplingParams
-        raise AssertionError(remasking)
+    score = _score(remasking, scored, lse, probs, tokens, generator)
     return (tokens, score, hit) if report_banned else (tokens, score)
+
+
+def _score(remasking: str, scored, lse, probs, tokens, generator):
+    """propose()'s score of each slot's token: scored [B, L, V] float32 logits of the scoring distribution,
+    lse [B, L, 1] their logsumexp, probs its probabilities (entropy only) -> [B, L] float32."""
+    if remasking == "low_confidence":
+        return (scored.gather(-1, tokens[..., None]) - lse).exp().squeeze(-1)
+    if remasking == "margin":
+        top2 = (scored.topk(2, dim=-1).values - lse).exp()
+        return top2[..., 0] - top2[..., 1]
+    if remasking == "entropy":
+        return (probs * torch.log(probs + 1e-10)).sum(-1)
+    if remasking == "random":
+        return torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    raise AssertionError(remasking)   # validated by SamplingParams
 
 
 def choose(logits, temperature: float, top_k, top_p, generator, allowed=None):
