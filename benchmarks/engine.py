@@ -66,7 +66,7 @@ def run(engine, reqs, concurrency: int, rate: float, seed: int) -> dict:
     arrive = [sum(gaps[:i + 1]) for i in range(len(reqs))]
     t0 = time.perf_counter()
     nxt, first, done, tokens = 0, {}, {}, 0
-    busy = 0.0   # sum over steps of (requests running in the step) x (the step's seconds)
+    busy = 0.0   # sum over steps of (requests in the engine, running or waiting) x (the step's seconds)
     while len(done) < len(reqs):
         now = time.perf_counter() - t0
         while nxt < len(reqs) and arrive[nxt] <= now and engine.num_running + engine.num_waiting < concurrency:
