@@ -31,11 +31,12 @@ class ServeConfig:
     max_body_bytes: int = 8 << 20      # larger bodies get a 413
 
 
-def build_app(engine, config: ServeConfig) -> FastAPI:
-    """engine: an LLMEngine (dllm.LLMEngine), owned by the app's engine thread from startup on.
+def build_app(engine, config: ServeConfig, home=None) -> FastAPI:
+    """engine: an LLMEngine (dllm.LLMEngine), owned by the app's engine thread from startup on; home: the
+    EngineThread (serve/async_engine.py) it was built on, which then steps it (a new thread when None).
     app.state.drain(grace_s) starts a drain (the server calls it on SIGTERM); after shutdown,
-    app.state.engine_stopped says whether the engine thread ended."""
-    api = Api(engine, config)
+    app.state.engine_stopped says whether the engine loop ended."""
+    api = Api(engine, config, home)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -7,10 +7,17 @@ event loop (loop.call_soon_threadsafe) into the asyncio queue of the HTTP reques
 
 An abort takes effect on the asyncio side at once (the request's queue is detached, or, with notify,
 given a final finish_reason="abort" output), so a disconnect or a shutdown never waits for a step.
+
+The engine thread is an EngineThread: `dllm serve` builds the engine on it too, so that one thread runs
+every torch operation. PyTorch's CPU wheels use GNU OpenMP, which gives each thread that enters a
+parallel region its own team and throttles the teams' spin-waiting once they hold more threads than
+there are cores: a model loaded on the main thread and stepped on another ran 1.4-1.8x slower on a
+2-core CPU than the same steps on one thread (README, "Serving benchmark").
 """
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -25,27 +32,57 @@ class EngineFailure(Exception):
     """The engine's step raised: every request it held is failed with this (HTTP 500)."""
 
 
+class EngineThread:
+    """One daemon thread that runs jobs in order: `call(fn)` runs fn there and returns its result (or
+    raises its exception); `submit(fn)` returns a concurrent.futures.Future. A daemon, so an engine
+    still inside a step never holds the interpreter's exit."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._work, name="dllm-engine", daemon=True)
+        self.thread.start()
+
+    def submit(self, fn) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._jobs.put((fn, future))
+        return future
+
+    def call(self, fn):
+        return self.submit(fn).result()
+
+    def _work(self):
+        while True:
+            fn, future = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as e:   # handed to the caller, which raises it
+                    future.set_exception(e)
+
+
 class AsyncEngine:
-    def __init__(self, engine):
+    def __init__(self, engine, home: EngineThread | None = None):
+        """home: the thread the engine was built on (its steps run there too); a new one when None."""
         self.engine = engine
+        self.home = home or EngineThread()
         self._cmds: queue.SimpleQueue = queue.SimpleQueue()   # ("add", ...), ("abort", id), ("stop",)
         self._sinks: dict[str, asyncio.Queue] = {}            # request id -> its HTTP request's queue (loop thread)
         self._live: set[str] = set()                          # ids the engine holds (engine thread)
         self._loop = None
-        self._thread = None
+        self._running: concurrent.futures.Future | None = None
 
     # ---- asyncio side ---------------------------------------------------------------------------
     def start(self):
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="dllm-engine", daemon=True)
-        self._thread.start()
+        self._running = self.home.submit(self._run)
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Ends the engine thread after its current step; False if that step outlasts `timeout` seconds."""
+        """Ends the engine loop after its current step; False if that step outlasts `timeout` seconds."""
         self._cmds.put(("stop",))
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._thread is None or not self._thread.is_alive()
+        if self._running is None:
+            return True
+        concurrent.futures.wait([self._running], timeout)
+        return self._running.done()
 
     @property
     def num_outstanding(self) -> int:

@@ -69,13 +69,17 @@ def cmd_serve(args) -> int:
     sock = _listen(args.host, args.port)
     model = resolve_model(args.model)
     from dllm import LLMEngine
+    from dllm.serve.async_engine import EngineThread
 
-    engine = LLMEngine(model, device=args.device, dtype=args.dtype, graphs=args.graphs, pack=args.pack,
-                       kv_cache_memory=args.kv_cache_memory, max_num_seqs=args.max_num_seqs)
+    # built on the thread that will step it: one thread runs every torch operation (async_engine.py says why)
+    home = EngineThread()
+    engine = home.call(lambda: LLMEngine(model, device=args.device, dtype=args.dtype, graphs=args.graphs,
+                                         pack=args.pack, kv_cache_memory=args.kv_cache_memory,
+                                         max_num_seqs=args.max_num_seqs))
     name = args.served_model_name or Path(model).name
     config = ServeConfig(model_name=name, defaults=defaults, api_key=args.api_key or os.environ.get("DLLM_API_KEY"),
                          max_waiting=args.max_waiting)
-    app = build_app(engine, config)
+    app = build_app(engine, config, home)
     _log_to_stderr()
     host, port = sock.getsockname()[:2]
     print(f"dllm serve: {name} on http://{_url_host(host)}:{port} (OpenAI API under /v1)", file=sys.stderr, flush=True)

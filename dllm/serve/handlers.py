@@ -40,9 +40,9 @@ def error_body(e: Exception, status: int = 400) -> dict:
 
 
 class Api:
-    def __init__(self, engine, config):
+    def __init__(self, engine, config, home=None):
         self.engine, self.config = engine, config
-        self.front = AsyncEngine(engine)
+        self.front = AsyncEngine(engine, home)
         self.info = ModelInfo(config.model_name, engine.tokenizer, engine.max_seq_len, config.defaults)
         self.metrics = Metrics(running=lambda: engine.num_running, waiting=self.waiting)
         self.draining = False
