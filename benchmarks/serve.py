@@ -79,16 +79,16 @@ async def level(url: str, bodies: list[dict], clients: int) -> tuple[list[dict],
 
 
 def in_process(path: str, prompts: list, params, a) -> tuple[list[dict], float]:
-    """The same requests one at a time through dllm.LLMEngine in this process, stepped on a worker
-    thread as the server's engine thread steps it (on a loaded CPU, torch's OpenMP threads behave very
-    differently from the main thread, which would swamp the server overhead this row is meant to show)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """The same requests one at a time through dllm.LLMEngine in this process, built and stepped on one
+    EngineThread as `dllm serve` builds and steps its engine (dllm/serve/async_engine.py: on a CPU, a
+    model stepped on another thread than the one that loaded it runs much slower, which would swamp the
+    server overhead this row is meant to show)."""
     from dllm import LLMEngine
+    from dllm.serve.async_engine import EngineThread
 
-    engine = LLMEngine(path, device=a.device, dtype=a.dtype)   # loaded on the main thread, as `dllm serve` does
-    with ThreadPoolExecutor(1) as worker:
-        return worker.submit(_in_process, engine, prompts, params).result()
+    home = EngineThread()
+    engine = home.call(lambda: LLMEngine(path, device=a.device, dtype=a.dtype))
+    return home.call(lambda: _in_process(engine, prompts, params))
 
 
 def _in_process(engine, prompts: list, params) -> tuple[list[dict], float]:
