@@ -123,3 +123,20 @@ def test_async_engine_without_a_home_makes_its_own_thread():
 
     front, stopped = asyncio.run(main())
     assert stopped and {t for _, t in engine.calls} == {front.home.thread.ident} != {threading.get_ident()}
+
+
+def test_a_crash_of_the_engine_loop_is_logged(caplog):
+    class Broken(Recorder):
+        def has_unfinished_requests(self):
+            raise RuntimeError("boom")
+
+    async def main():
+        front = AsyncEngine(Broken())
+        front.start()
+        stopped = await asyncio.to_thread(front.stop, 5.0)
+        front.home.call(lambda: None)   # jobs run in order: the loop's job, its callbacks included, is over
+        return stopped
+
+    with caplog.at_level("ERROR", logger="dllm.serve"):
+        assert asyncio.run(main()) is True
+    assert any("engine loop ended: RuntimeError: boom" in r.getMessage() for r in caplog.records)

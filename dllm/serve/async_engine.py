@@ -60,6 +60,14 @@ class EngineThread:
                     future.set_exception(e)
 
 
+def _log_crash(loop: concurrent.futures.Future):
+    """The engine loop itself raised (a bug: a failing step is caught inside it): say so, as a dying
+    thread would have."""
+    if not loop.cancelled() and loop.exception() is not None:
+        e = loop.exception()
+        log.error("the engine loop ended: %s: %s", type(e).__name__, e, exc_info=e)
+
+
 class AsyncEngine:
     def __init__(self, engine, home: EngineThread | None = None):
         """home: the thread the engine was built on (its steps run there too); a new one when None."""
@@ -75,6 +83,7 @@ class AsyncEngine:
     def start(self):
         self._loop = asyncio.get_running_loop()
         self._running = self.home.submit(self._run)
+        self._running.add_done_callback(_log_crash)
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Ends the engine loop after its current step; False if that step outlasts `timeout` seconds."""
