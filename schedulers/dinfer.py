@@ -26,5 +26,5 @@ class DInfer(Scheduler):
         else:
             cand = st.masked if mask_id < 0 else st.masked & (st.logits.argmax(-1) != mask_id)
         commit = commit_near_best(st.scores, cand, self.params.threshold)
-        stuck = st.masked.any(-1, keepdim=True) & ~cand.any(-1, keepdim=True)   # only mask-token argmaxes left
+        stuck = st.masked.any(-1, keepdim=True) & ~cand.any(-1, keepdim=True)   # every proposal left is the mask token
         return commit | (stuck & best_slot(st.scores, st.masked))

@@ -14,6 +14,7 @@ from dllm.schedulers.base import Scheduler, commit_top
 
 class TopK(Scheduler):
     masked_only = True
+
     def begin_block(self, masked_counts, steps):
         self.remaining = list(masked_counts)
         self.steps = steps
