@@ -185,11 +185,14 @@ def test_16_concurrent_requests_all_correct(client, llm):
     ({"presence_penalty": 0.5}, "not supported"),
     ({"n": 0}, "n must be between"),
     ({"max_tokens": 4000, "steps": None}, "exceeds the model's context"),
+    ({"scheduler": "a" * 100_000}, "unknown scheduler 'aaaa"),   # the value is quoted, not all of it
 ])
 def test_bad_fields_get_400_and_the_server_keeps_serving(client, server, body, match):
     with pytest.raises(openai.BadRequestError) as e:
         chat(client, waiting_line(0), **body)
     assert e.value.status_code == 400 and re.search(re.escape(match), e.value.body["message"])
+    assert len(e.value.body["message"]) <= 1000
+    assert max(map(len, server.log().splitlines())) < 2000   # nor is the access log's line
     assert e.value.body["type"] == "invalid_request_error"
     if "max_tokens" in body:
         assert e.value.body["code"] == "context_length_exceeded"

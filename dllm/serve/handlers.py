@@ -35,8 +35,21 @@ def error_response(e: Exception, headers: dict | None = None) -> JSONResponse:
 
 
 def error_body(e: Exception, status: int = 400) -> dict:
-    return {"error": {"message": " ".join(str(e).split()), "type": _TYPES.get(status, "invalid_request_error"),
+    return {"error": {"message": sentence(e), "type": _TYPES.get(status, "invalid_request_error"),
                       "param": getattr(e, "param", None), "code": getattr(e, "code", None)}}
+
+
+MAX_MESSAGE = 1000   # characters of an error sentence sent or logged
+
+
+def sentence(e) -> str:
+    """An error's sentence on one line, its middle elided past MAX_MESSAGE characters: messages quote the
+    value they refuse, and a body may carry megabytes of it, which would go back out and into the log."""
+    text = " ".join(str(e).split())
+    if len(text) <= MAX_MESSAGE:
+        return text
+    half = (MAX_MESSAGE - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 class Api:
@@ -166,7 +179,7 @@ class Api:
         """The access-log line and the metrics of one finished HTTP request."""
         self.metrics.http.labels(path, str(status)).inc()
         if reply is None:
-            log.info("- %s %d error=%s", path, status, json.dumps(" ".join((error or "").split())))
+            log.info("- %s %d error=%s", path, status, json.dumps(sentence(error or "")))
             return
         elapsed = time.perf_counter() - reply.t0
         answer = sum(len(c.token_ids) for c in reply.choices)
@@ -179,7 +192,7 @@ class Api:
         reasons = ",".join(sorted({c.finish_reason or "abort" for c in reply.choices}))
         log.info("%s %s %d prompt=%d answer=%d nfe=%d tok/s=%.1f finish=%s %.2fs%s", reply.id, path, status,
                  reply.prompt_tokens, answer, nfe, answer / elapsed if elapsed > 0 else 0.0, reasons, elapsed,
-                 f" error={json.dumps(' '.join(error.split()))}" if error else "")
+                 f" error={json.dumps(sentence(error))}" if error else "")
 
 
 def _sample_params(p: SamplingParams, j: int) -> SamplingParams:
