@@ -296,3 +296,60 @@ def test_a_long_bounded_array_is_logarithmic_and_exact(lo, hi):
         loop = [False] * (len(b) + 1)
         loop[2] = loop[-1] = True
         assert Chart(g, Text(b, loop, 2)).ok == (hi >= need)
+
+
+def _brute(texts: list[bytes], seq: list[int]):
+    """(alive, accepts, remaining) after reading seq (ANY matches any byte), by brute force over texts."""
+    fits = [t for t in texts if len(t) >= len(seq) and all(b == ANY or t[i] == b for i, b in enumerate(seq))]
+    return bool(fits), any(len(t) == len(seq) for t in fits), min((len(t) - len(seq) for t in fits), default=None)
+
+
+def test_literal_set_terminal_is_the_union_of_its_literals():
+    """A long enum's values are one trie terminal on the grammar route (one terminal per value made the
+    Earley scan try every value at every position); stepped byte by byte it accepts exactly the values."""
+    from dllm.constraints.cfg import INF
+    from dllm.constraints.json_schema.grammar import _LiteralSetTerm
+
+    texts = ['"ab"', '"abc"', '"abd"', '"b"', '"é€x"', "12", "1", '{"k": [1]}']
+    raw = [t.encode() for t in texts]
+    term = _LiteralSetTerm("T", texts)
+    rng = np.random.default_rng(0)
+    seqs = [list(t[:k]) for t in raw for k in range(len(t) + 1)]
+    for _ in range(300):                                  # prefixes with wildcards and wrong bytes
+        t = raw[int(rng.integers(len(raw)))]
+        s = list(t[:int(rng.integers(len(t) + 2))])
+        for i in range(len(s)):
+            r = rng.random()
+            s[i] = ANY if r < 0.2 else int(rng.integers(256)) if r < 0.3 else s[i]
+        seqs.append(s)
+    for seq in seqs:
+        S = term.start
+        for b in seq:
+            S = term.step(S, b)
+        alive, accepts, rest = _brute(raw, seq)
+        assert bool(S) == alive and term.accepts(S) == accepts, seq
+        assert term.remaining(S) == (INF if rest is None else rest), seq
+        closed = term.close(S)                            # any number of any bytes after seq
+        assert S <= closed and term.accepts(closed) == alive
+        assert term.step(S, ANY) <= closed
+
+
+def test_a_long_enum_decodes_through_one_trie_terminal():
+    from dllm import LLM, SamplingParams
+    from dllm.constraints.json_schema.grammar import _LiteralSetTerm
+    from dllm.default_model import DEFAULT_MODEL
+
+    cities = [f"c{i}" for i in range(5000)]
+    schema = {"type": "object", "properties": {"city": {"enum": cities}}, "required": ["city"],
+              "additionalProperties": False}
+    plan = plan_schema(schema)
+    sets = [t for t in plan.grammar().terms if isinstance(t, _LiteralSetTerm)]
+    assert len(sets) == 1 and len(sets[0].accept) == 5000
+    assert _accepts(plan, '{"city": "c4999"}') and _accepts(plan, '{"city": "c0"}')
+    for bad in ('{"city": "c5000"}', '{"city": "c"}', '{"city": "c12"3}', '{"city": 1}'):
+        assert not _accepts(plan, bad), bad
+    llm = LLM(str(DEFAULT_MODEL))
+    for t in (0.0, 1.0):
+        out = llm.generate("Name a city as JSON:", SamplingParams(max_new_tokens=24, json_schema=schema,
+                                                                  temperature=t, seed=3))[0]
+        assert json.loads(out.text)["city"] in cities and out.stats.schema_violations == []

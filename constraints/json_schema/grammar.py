@@ -3,8 +3,9 @@ CFG that the Earley check of grammar_mode="cfg" runs (no Lark text in between: a
 thousands of rules and terminals, and Lark's loader and interegular would take seconds on them).
 
 Terminals: literal fragments (keys with their ": ", punctuation, enum values; adjacent ones joined into
-one) get a byte chain directly; the other fragments (strings, numbers, patterns) go through the same
-regex -> byte DFA path as any cfg terminal. Shared or recursive parts, alternations and repetitions
+one) get a byte chain directly, and an alternation of literals only (an enum of more than 32 values)
+one byte trie; the other fragments (strings, numbers, patterns) go through the same regex -> byte DFA
+path as any cfg terminal. Shared or recursive parts, alternations and repetitions
 become nonterminals; an unbounded repetition is left-recursive (R -> | R x).
 """
 from __future__ import annotations
@@ -81,6 +82,70 @@ def _literal_term(name: str, text: str):
     return _LiteralTerm(name, text)
 
 
+class _LiteralSetTerm:
+    """Several literals as one terminal (a long enum's values): their byte trie, with _LiteralTerm's
+    interface. One terminal per value made the Earley scan try every value at every position: a
+    5,000-value enum took 17 s of constraint work for a 16-token answer on dllm-tiny, 50,000 values
+    nearly 3 minutes; the trie steps only the nodes alive, whatever the number of values.
+    States are trie nodes (0 the root; a child's id exceeds its parent's); accept: the nodes that end a value."""
+
+    def __init__(self, name: str, texts):
+        from dllm.constraints.cfg import INF
+
+        kids: list[dict] = [{}]                           # node -> {byte: child}
+        accept = set()
+        for text in texts:
+            s = 0
+            for b in text.encode("utf-8"):
+                nxt = kids[s].get(b)
+                if nxt is None:
+                    nxt = kids[s][b] = len(kids)
+                    kids.append({})
+                s = nxt
+            accept.add(s)
+        self.name, self.kids = name, kids
+        self.start, self.accept = frozenset([0]), frozenset(accept)
+        dist = [INF] * len(kids)                          # fewest bytes from a node to a value's end
+        for s in range(len(kids) - 1, -1, -1):           # children first: they have the larger ids
+            dist[s] = 0 if s in accept else min((dist[c] + 1 for c in kids[s].values()), default=INF)
+        self.dist = dist
+        self._step, self._close = {}, {}
+
+    def step(self, S: frozenset, b: int) -> frozenset:
+        from dllm.constraints.cfg import ANY
+
+        key = (S, b)
+        out = self._step.get(key)
+        if out is None:
+            kids = self.kids
+            if b == ANY:
+                out = frozenset(c for s in S for c in kids[s].values())
+            else:
+                out = frozenset(c for c in (kids[s].get(b) for s in S) if c is not None)
+            self._step[key] = out
+        return out
+
+    def close(self, S: frozenset) -> frozenset:
+        """Every node reachable from S (any bytes)."""
+        out = self._close.get(S)
+        if out is None:
+            seen, todo = set(S), list(S)
+            while todo:
+                for c in self.kids[todo.pop()].values():
+                    seen.add(c)
+                    todo.append(c)
+            out = self._close[S] = frozenset(seen)
+        return out
+
+    def accepts(self, S: frozenset) -> bool:
+        return not self.accept.isdisjoint(S)
+
+    def remaining(self, S: frozenset) -> int:
+        from dllm.constraints.cfg import INF
+
+        return min((self.dist[s] for s in S), default=INF)
+
+
 _TERMS: OrderedDict = OrderedDict()     # regex -> _Term, shared by every schema of the process
 _TERMS_MAX = 512
 _TERMS_LOCK = threading.Lock()
@@ -151,8 +216,19 @@ class _Builder:
         self.define(nt, alts)
         return nt
 
+    def literal_set(self, texts: list) -> int:
+        """One terminal for an alternation of literals (their trie)."""
+        key = ("set", tuple(sorted(set(texts))))
+        if key not in self.term_of:
+            self.term_of[key] = len(self.terms)
+            self.terms.append(_LiteralSetTerm(f"T{len(self.terms)}", key[1]))
+        return self.term_of[key]
+
     def alternatives(self, n) -> list:
         if isinstance(n, tuple) and n[0] == "alt":
+            texts = [_unlit(p) if isinstance(p, str) else None for p in n[1]]
+            if len(texts) > 1 and None not in texts:      # literals only (a long enum): one trie terminal
+                return [[~self.literal_set(texts)]]
             out = []
             for p in n[1]:
                 s = self.symbols(p)
