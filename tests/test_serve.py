@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -243,6 +244,23 @@ def test_a_dropped_stream_does_not_disturb_others(server, client, llm):
     assert aborted() == before + 2
     assert re.search(r"chatcmpl-\S+ /v1/chat/completions 499 ", server.log())
     assert re.search(r"cmpl-\S+ /v1/completions 499 ", server.log())
+
+
+def test_a_client_gone_while_sending_its_body_is_a_499_not_a_traceback(server, client):
+    """Headers promising a body, part of it, then the connection closed: the server logs a 499 line, not
+    an 'Exception in ASGI application' traceback, and keeps serving."""
+    start = len(server.log())
+    url = httpx.URL(server.url)
+    with socket.create_connection((url.host, url.port)) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"prompt\": ")
+        time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while " 499 " not in server.log()[start:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = server.log()[start:]
+    assert "/v1/completions 499" in log and "Traceback" not in log
+    assert chat(client, waiting_line(0)).choices[0].message.content
 
 
 def test_raw_sse_framing(server):

@@ -15,6 +15,7 @@ import time
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from dllm.errors import DllmError
 from dllm.sampling_params import SamplingParams
@@ -97,6 +98,9 @@ class Api:
             response = error_response(e, {"WWW-Authenticate": "Bearer"} if getattr(e, "status", 0) == 401 else None)
             self.access(path, response.status_code, None, str(e))
             return response
+        except ClientDisconnect:   # gone before its body arrived: nobody to answer
+            self.access(path, 499, None, "the client disconnected before sending its whole body.")
+            return Response(status_code=499)
         if job.stream:
             return StreamingResponse(self.events(reply, sink, path), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
