@@ -37,7 +37,7 @@ from dllm.constraints.dfa_cache import FORMAT_VERSION, default_cache_dir  # noqa
 from dllm.constraints.regex_parse import _normalise, _parse, _show, check_regex  # noqa: F401 (re-exported)
 from dllm.constraints.token_dfa import TokenDFA, _to_dfa, _token_dfa
 from dllm.constraints.vocab_trie import _LOCK, _VOCABS, _vocab, prepare_vocabulary  # noqa: F401 (re-exported)
-from dllm.errors import ConstraintError, TokenizerError
+from dllm.errors import ConstraintBudgetError, ConstraintError, TokenizerError
 
 __all__ = ["TokenDFA", "check_regex", "compile_regex", "clear_memory_cache", "prepare_vocabulary",
            "default_cache_dir", "FORMAT_VERSION", "Budget"]
@@ -45,6 +45,12 @@ __all__ = ["TokenDFA", "check_regex", "compile_regex", "clear_memory_cache", "pr
 _MEMORY_CACHE_SIZE = 32
 _CELLS_PER_STATE = 256      # a token DFA may have at most budget.states * this many table cells (64M by default)
 _DFAS: OrderedDict[tuple, TokenDFA] = OrderedDict()
+# (pattern, state and position limits) -> the sentence it was refused with: a pattern past the state cap
+# is past it every time, and finding that out takes seconds (a JSON-Schema pattern was built, and refused,
+# by the token-DFA route and then again by the grammar route; a client could resend it in a loop).
+# Refusals for time are not kept: they depend on the machine's load.
+_REFUSED: OrderedDict[tuple, str] = OrderedDict()
+_REFUSED_SIZE = 256
 
 
 def _char_fsm(pattern: str, budget: Budget | None = None):
@@ -52,17 +58,30 @@ def _char_fsm(pattern: str, budget: Budget | None = None):
     from dllm.constraints.char_dfa import char_dfa
 
     budget = budget or Budget()
+    key = (pattern, budget.states, budget.positions)
+    with _LOCK:
+        refused = _REFUSED.get(key)
+    if refused is not None:
+        raise ConstraintBudgetError(refused)
     parsed, segments = _parse(pattern, budget)
     try:
         return char_dfa(parsed, pattern, budget), segments
     except RecursionError:
         raise ConstraintError(f"the regex {_show(pattern)} is nested too deeply for a constraint.") from None
+    except ConstraintBudgetError as e:
+        if budget.exceeded == "states":
+            with _LOCK:
+                _REFUSED[key] = str(e)
+                while len(_REFUSED) > _REFUSED_SIZE:
+                    _REFUSED.popitem(last=False)
+        raise
 
 
 def clear_memory_cache(vocabularies: bool = True) -> None:
     """Forget the in-memory DFAs (and the prepared vocabularies): benchmarks time cold compiles."""
     with _LOCK:
         _DFAS.clear()
+        _REFUSED.clear()
         if vocabularies:
             _VOCABS.clear()
 

@@ -353,3 +353,39 @@ def test_a_long_enum_decodes_through_one_trie_terminal():
         out = llm.generate("Name a city as JSON:", SamplingParams(max_new_tokens=24, json_schema=schema,
                                                                   temperature=t, seed=3))[0]
         assert json.loads(out.text)["city"] in cities and out.stats.schema_violations == []
+
+
+def test_a_pattern_past_the_state_cap_is_built_once(monkeypatch):
+    """A pattern refused for its states is refused again at once: a JSON-Schema pattern was built to the
+    state cap by the token-DFA route and again by the grammar route (~10 s on dllm-tiny's CPU at the
+    default cap), and a client could resend it. Limits are part of the key; time refusals are not kept."""
+    from dllm.constraints import char_dfa as cd
+    from dllm.constraints import regex
+    from dllm.constraints.budget import Budget
+    from dllm.constraints.json_schema import compile_json_schema
+    from dllm.errors import ConstraintBudgetError
+    from dllm.default_model import DEFAULT_MODEL
+    from dllm.tokenizer import Tokenizer
+
+    regex.clear_memory_cache(vocabularies=False)
+    real, builds = cd.char_dfa, []
+    monkeypatch.setattr(cd, "char_dfa", lambda *a: (builds.append(a[1]), real(*a))[1])
+    pattern = "(a|b)*a(a|b){14}"                                # 2^15 states
+    for _ in range(2):
+        with pytest.raises(ConstraintBudgetError, match="more than 2,000 DFA states") as e:
+            regex._char_fsm(pattern, Budget(states=2000))
+    assert builds == [pattern] and "in the part" in str(e.value)
+    regex._char_fsm(pattern, Budget(states=100_000))            # other limits: built, and it fits
+    assert len(builds) == 2
+    with pytest.raises(ConstraintBudgetError, match="takes more than"):
+        regex._char_fsm("(a|b)*a(a|b){13}", Budget(seconds=1e-9))
+    regex._char_fsm("(a|b)*a(a|b){13}", Budget())                # a time refusal is not remembered
+    assert len(builds) == 4
+
+    builds.clear()                                              # both routes of one schema: one build
+    monkeypatch.setenv("DLLM_CONSTRAINT_STATES", "2000")
+    tok = Tokenizer.from_pretrained(DEFAULT_MODEL)
+    with pytest.raises(ConstraintBudgetError):
+        compile_json_schema({"type": "string", "pattern": "(a|b)*a(a|b){15}"}, tok, 1125)
+    assert len(builds) == 1
+    regex.clear_memory_cache(vocabularies=False)
