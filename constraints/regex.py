@@ -48,7 +48,8 @@ _DFAS: OrderedDict[tuple, TokenDFA] = OrderedDict()
 # (pattern, state and position limits) -> the sentence it was refused with: a pattern past the state cap
 # is past it every time, and finding that out takes seconds (a JSON-Schema pattern was built, and refused,
 # by the token-DFA route and then again by the grammar route; a client could resend it in a loop).
-# Refusals for time are not kept: they depend on the machine's load.
+# Refusals for time are not kept: they depend on the machine's load; nor are those of a budget that other
+# patterns had already spent from (a Lark grammar's terminals share one).
 _REFUSED: OrderedDict[tuple, str] = OrderedDict()
 _REFUSED_SIZE = 256
 
@@ -63,13 +64,14 @@ def _char_fsm(pattern: str, budget: Budget | None = None):
         refused = _REFUSED.get(key)
     if refused is not None:
         raise ConstraintBudgetError(refused)
+    fresh = budget.used == 0
     parsed, segments = _parse(pattern, budget)
     try:
         return char_dfa(parsed, pattern, budget), segments
     except RecursionError:
         raise ConstraintError(f"the regex {_show(pattern)} is nested too deeply for a constraint.") from None
     except ConstraintBudgetError as e:
-        if budget.exceeded == "states":
+        if budget.exceeded == "states" and fresh:
             with _LOCK:
                 _REFUSED[key] = str(e)
                 while len(_REFUSED) > _REFUSED_SIZE:

@@ -381,6 +381,12 @@ def test_a_pattern_past_the_state_cap_is_built_once(monkeypatch):
         regex._char_fsm("(a|b)*a(a|b){13}", Budget(seconds=1e-9))
     regex._char_fsm("(a|b)*a(a|b){13}", Budget())                # a time refusal is not remembered
     assert len(builds) == 4
+    spent = Budget(states=2000)
+    spent.used = 1500                                           # a grammar's earlier terminals spent from it
+    with pytest.raises(ConstraintBudgetError):
+        regex._char_fsm("(a|b)*a(a|b){9}", spent)
+    regex._char_fsm("(a|b)*a(a|b){9}", Budget(states=2000))     # alone it fits: that refusal was not kept
+    assert len(builds) == 6
 
     builds.clear()                                              # both routes of one schema: one build
     monkeypatch.setenv("DLLM_CONSTRAINT_STATES", "2000")
