@@ -65,7 +65,15 @@ def compile_constraint(params, tokenizer, vocab_size: int, stop_ids, *, causal: 
     """A request's constraint, or None. Templates without a pattern get the any-text language, so that
     an end token can only close the last gap. Grammars take the CFG check on diffusion models
     (grammar_mode="cfg") and their depth-bounded regex elsewhere; a JSON Schema takes whichever route
-    constraints/json_schema/route.py measures cheaper."""
+    constraints/json_schema/route.py measures cheaper. The whole compile runs under one clock
+    (DLLM_CONSTRAINT_SECONDS; constraints/budget.py one_clock)."""
+    from dllm.constraints.budget import one_clock
+
+    with one_clock():
+        return _compile(params, tokenizer, vocab_size, stop_ids, causal=causal, templated=templated, name=name)
+
+
+def _compile(params, tokenizer, vocab_size: int, stop_ids, *, causal: bool, templated: bool, name: str):
     stops = frozenset(int(s) for s in stop_ids)
     what = " with the template's fixed text" if templated else ""
     grammar_ok = not causal and not params.draft_model      # the CFG check runs on diffusion decoding only

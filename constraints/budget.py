@@ -15,9 +15,15 @@ dllm's JSON-Schema translation expresses within 200,000 positions needs at most 
 exploding pattern reaches 250,000 states in about 5 s (and ~0.6 GB). The seconds are the backstop
 for what is slow without being large: the token stage costs ~3 ms per state on a 49k vocabulary.
 The environment is read when a Budget is made, never at import time.
+
+One request's compile may make many Budgets (the token-DFA route, then the grammar route; each stage;
+each grammar terminal). Inside `one_clock()` (compile_constraint opens it) they all end by one deadline,
+so DLLM_CONSTRAINT_SECONDS bounds the whole compile; outside, a Budget's clock starts when it is made.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import time
 
@@ -45,15 +51,35 @@ def _limit(name: str, given):
     return value
 
 
+_DEADLINE: contextvars.ContextVar = contextvars.ContextVar("dllm_constraint_deadline", default=None)
+
+
+@contextlib.contextmanager
+def one_clock():
+    """Every Budget made inside ends by DLLM_CONSTRAINT_SECONDS from now (nested: the outer clock holds)."""
+    if _DEADLINE.get() is not None:
+        yield
+        return
+    token = _DEADLINE.set(time.monotonic() + _limit("seconds", None))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
 class Budget:
     """Limits shared by every stage of one compilation (regex -> char DFA -> byte DFA -> token DFA,
-    or all the terminals and rules of one grammar). The clock starts when the Budget is made."""
+    or all the terminals and rules of one grammar). The clock starts when the Budget is made, and ends
+    by the deadline of the one_clock() it is made in, unless own_clock (the diagnosis of a refusal)."""
 
-    def __init__(self, positions=None, states=None, seconds=None):
+    def __init__(self, positions=None, states=None, seconds=None, own_clock: bool = False):
         self.positions = int(_limit("positions", positions))
         self.states = int(_limit("states", states))
         self.seconds = float(_limit("seconds", seconds))
         self.deadline = time.monotonic() + self.seconds
+        shared = None if own_clock else _DEADLINE.get()
+        if shared is not None:
+            self.deadline = min(self.deadline, shared)
         self.used = 0                      # states built so far, all stages together
         self.exceeded = None               # "states" or "seconds" once a limit was passed
 

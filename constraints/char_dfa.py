@@ -277,11 +277,12 @@ def char_dfa(tree, pattern: str, budget: Budget) -> CharDFA:
     """The character DFA of interegular's parse tree `tree` of `pattern`."""
     alpha = _Alphabet(tree)
     nfa = _NFA(alpha, budget, pattern)
+    late = budget.left() <= 0        # the compile's clock ran out before this pattern began: no diagnosis
     try:
         s, e = nfa.build(tree, 0)
         return determinise(nfa, s, e, lambda: show(pattern))
     except ConstraintBudgetError:
-        culprit = _culprit(tree, 0, alpha, budget)
+        culprit = pattern if late else _culprit(tree, 0, alpha, budget)
         need = (f"needs more than {budget.states:,} DFA states" if budget.exceeded == "states"
                 else f"takes more than {budget.seconds:g} s")
         raise ConstraintBudgetError(
@@ -292,12 +293,12 @@ def char_dfa(tree, pattern: str, budget: Budget) -> CharDFA:
 
 def _culprit(node, flags, alpha: _Alphabet, budget: Budget) -> str:
     """The smallest sub-pattern along one path from node that alone still exceeds the budget."""
-    probe = Budget(positions=budget.positions, states=budget.states, seconds=_DIAGNOSE_SECONDS)
+    probe = Budget(positions=budget.positions, states=budget.states, seconds=_DIAGNOSE_SECONDS, own_clock=True)
     flags = _flags_of(node, flags)
     while True:
         for child in _children(node):
             nfa = _NFA(alpha, Budget(positions=budget.positions, states=budget.states,
-                                     seconds=max(probe.left(), 1e-3)), "")
+                                     seconds=max(probe.left(), 1e-3), own_clock=True), "")
             try:
                 s, e = nfa.build(child, flags)
                 determinise(nfa, s, e, "a part")

@@ -395,3 +395,44 @@ def test_a_pattern_past_the_state_cap_is_built_once(monkeypatch):
         compile_json_schema({"type": "string", "pattern": "(a|b)*a(a|b){15}"}, tok, 1125)
     assert len(builds) == 1
     regex.clear_memory_cache(vocabularies=False)
+
+
+def test_one_request_compile_runs_under_one_clock(monkeypatch):
+    """DLLM_CONSTRAINT_SECONDS bounds a request's whole compile: every Budget its routes, stages and
+    terminals make ends by one deadline (each used to start its own clock: with 2 s, an exploding
+    JSON-Schema pattern took ~8 s); a pattern begun after that deadline is refused without the search
+    for the part at fault, whose own 2 s are the only time past the deadline."""
+    from dllm.constraints import budget as B
+    from dllm.constraints import char_dfa as cd
+    from dllm.constraints import regex
+    from dllm.constraints.base import compile_constraint
+    from dllm.default_model import DEFAULT_MODEL
+    from dllm.errors import ConstraintBudgetError
+    from dllm.sampling_params import SamplingParams
+    from dllm.tokenizer import Tokenizer
+
+    made, real_init = [], B.Budget.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        made.append((self.deadline, k.get("own_clock", False)))
+
+    monkeypatch.setattr(B.Budget, "__init__", init)
+    monkeypatch.setenv("DLLM_CONSTRAINT_STATES", "2000")
+    regex.clear_memory_cache(vocabularies=False)
+    tok = Tokenizer.from_pretrained(DEFAULT_MODEL)
+    params = SamplingParams(max_new_tokens=16, json_schema={"type": "string", "pattern": "(a|b)*a(a|b){15}"})
+    with pytest.raises(ConstraintBudgetError, match="2,000 DFA states"):
+        compile_constraint(params, tok, 1125, [], causal=False, templated=False)
+    shared = [d for d, own in made if not own]
+    assert len(shared) >= 2 and len(set(shared)) == 1, made     # both routes' budgets: one deadline
+    assert any(own for _, own in made)                          # the diagnosis kept its own clock
+
+    culprits = []
+    monkeypatch.setattr(cd, "_culprit", lambda *a: culprits.append(a) or "?")
+    with B.one_clock():
+        late = B.Budget(seconds=1e-9)
+        with pytest.raises(ConstraintBudgetError, match=r"takes more than .* in the part '\(a\|b\)\*a'"):
+            regex._char_fsm("(a|b)*a", late)
+    assert culprits == []
+    regex.clear_memory_cache(vocabularies=False)
