@@ -129,10 +129,8 @@ class SamplingParams:
         if self.json_schema is not None:
             from dllm.constraints.json_schema import plan_schema
 
-            try:   # compiles the schema's grammar once (cached): ConstraintError for what it cannot express
-                plan_schema(self.json_schema, strict=self.json_schema_strict)
-            except RecursionError:
-                bad("the JSON schema nests too deeply to compile.")
+            # compiles the schema's grammar once (cached): ConstraintError for what it cannot express
+            plan_schema(self.json_schema, strict=self.json_schema_strict)
         if self.grammar is not None:
             if self.grammar_mode == "cfg":
                 from dllm.constraints.cfg import compile_grammar

@@ -436,3 +436,25 @@ def test_one_request_compile_runs_under_one_clock(monkeypatch):
             regex._char_fsm("(a|b)*a", late)
     assert culprits == []
     regex.clear_memory_cache(vocabularies=False)
+
+
+@pytest.mark.parametrize("n", [1000, 3000])
+def test_a_very_wide_object_is_refused_with_a_sentence_not_a_recursion_error(n):
+    """The compiler walks an object's entries as a chain, recursively: past ~1,000 entries Python's
+    recursion limit ends it. compile_json_schema raised the bare RecursionError, and SamplingParams said
+    the schema "nests too deeply" of a flat object."""
+    from dllm import SamplingParams
+    from dllm.constraints.json_schema import compile_json_schema
+    from dllm.constraints.json_schema.plan import TOO_DEEP
+    from dllm.default_model import DEFAULT_MODEL
+    from dllm.errors import ConstraintError
+    from dllm.tokenizer import Tokenizer
+
+    schema = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(n)},
+              "required": [f"p{i}" for i in range(n)]}
+    tok = Tokenizer.from_pretrained(DEFAULT_MODEL)
+    for compile_it in (lambda: compile_json_schema(schema, tok, 1125), lambda: SamplingParams(json_schema=schema)):
+        try:
+            compile_it()
+        except ConstraintError as e:
+            assert str(e) == TOO_DEEP and "too many entries" in TOO_DEEP

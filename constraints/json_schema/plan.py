@@ -101,10 +101,17 @@ def plan_schema(schema, *, whitespace: str | None = None, strict: bool = False) 
     ConstraintError for an invalid schema, an external $ref, an empty language, or (strict) a keyword
     that decoding cannot enforce."""
     try:
-        text = json.dumps(schema, allow_nan=False, sort_keys=False)
-    except (TypeError, ValueError):
-        return _build(schema, whitespace, strict)
-    return _cached(text, whitespace, bool(strict))
+        try:
+            text = json.dumps(schema, allow_nan=False, sort_keys=False)
+        except (TypeError, ValueError):
+            return _build(schema, whitespace, strict)
+        return _cached(text, whitespace, bool(strict))
+    except RecursionError:   # the compiler walks nesting, and an object's entries as a chain, recursively
+        raise ConstraintError(TOO_DEEP) from None
+
+
+TOO_DEEP = ("the JSON schema nests too deeply, or has an object with too many entries (about 1,000), to "
+            "compile.")
 
 
 def schema_to_regex(schema, *, whitespace: str | None = None, strict: bool = False) -> str:
