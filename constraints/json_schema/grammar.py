@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from dllm.constraints.cfg import ANY, INF, _Term
 from dllm.constraints.json_schema.ir import _shared, productive
 from dllm.constraints.json_schema.text import _SPECIAL
 from dllm.errors import ConstraintError
@@ -57,8 +58,6 @@ class _LiteralTerm:
         self._step = {}
 
     def step(self, S: frozenset, b: int) -> frozenset:
-        from dllm.constraints.cfg import ANY
-
         key = (S, b)
         out = self._step.get(key)
         if out is None:
@@ -73,8 +72,6 @@ class _LiteralTerm:
         return self.n in S
 
     def remaining(self, S: frozenset) -> int:
-        from dllm.constraints.cfg import INF
-
         return self.n - max(S) if S else INF
 
 
@@ -82,16 +79,16 @@ def _literal_term(name: str, text: str):
     return _LiteralTerm(name, text)
 
 
-class _LiteralSetTerm:
-    """Several literals as one terminal (a long enum's values): their byte trie, with _LiteralTerm's
-    interface. One terminal per value made the Earley scan try every value at every position: a
-    5,000-value enum took 17 s of constraint work for a 16-token answer on dllm-tiny, 50,000 values
-    nearly 3 minutes; the trie steps only the nodes alive, whatever the number of values.
-    States are trie nodes (0 the root; a child's id exceeds its parent's); accept: the nodes that end a value."""
+class _LiteralSetTerm(_Term):
+    """Several literals as one terminal (a long enum's values): constraints/cfg.py's _Term over their byte
+    trie instead of a [states, 256] table (a 50,000-value enum's trie has ~55,000 nodes). One terminal
+    per value made the Earley scan try every value at every position: a 5,000-value enum took 17 s of
+    constraint work for a 16-token answer on dllm-tiny, 50,000 values nearly 3 minutes; the trie steps
+    only the nodes alive, whatever the number of values. States are trie nodes (0 the root; a child's
+    id exceeds its parent's); accept: the nodes that end a value. _Term's closures, acceptance,
+    distances and ANY steps read `any`, `accept` and `dist`; only a byte's step reads the trie."""
 
     def __init__(self, name: str, texts):
-        from dllm.constraints.cfg import INF
-
         kids: list[dict] = [{}]                           # node -> {byte: child}
         accept = set()
         for text in texts:
@@ -104,46 +101,22 @@ class _LiteralSetTerm:
                 s = nxt
             accept.add(s)
         self.name, self.kids = name, kids
+        self.any = [frozenset(k.values()) for k in kids]  # successors on any byte
         self.start, self.accept = frozenset([0]), frozenset(accept)
         dist = [INF] * len(kids)                          # fewest bytes from a node to a value's end
         for s in range(len(kids) - 1, -1, -1):           # children first: they have the larger ids
             dist[s] = 0 if s in accept else min((dist[c] + 1 for c in kids[s].values()), default=INF)
         self.dist = dist
-        self._step, self._close = {}, {}
+        self._step, self._close, self._acc = {}, {}, {}
 
     def step(self, S: frozenset, b: int) -> frozenset:
-        from dllm.constraints.cfg import ANY
-
+        if b == ANY:
+            return super().step(S, b)
         key = (S, b)
         out = self._step.get(key)
         if out is None:
-            kids = self.kids
-            if b == ANY:
-                out = frozenset(c for s in S for c in kids[s].values())
-            else:
-                out = frozenset(c for c in (kids[s].get(b) for s in S) if c is not None)
-            self._step[key] = out
+            out = self._step[key] = frozenset(c for c in (self.kids[s].get(b) for s in S) if c is not None)
         return out
-
-    def close(self, S: frozenset) -> frozenset:
-        """Every node reachable from S (any bytes)."""
-        out = self._close.get(S)
-        if out is None:
-            seen, todo = set(S), list(S)
-            while todo:
-                for c in self.kids[todo.pop()].values():
-                    seen.add(c)
-                    todo.append(c)
-            out = self._close[S] = frozenset(seen)
-        return out
-
-    def accepts(self, S: frozenset) -> bool:
-        return not self.accept.isdisjoint(S)
-
-    def remaining(self, S: frozenset) -> int:
-        from dllm.constraints.cfg import INF
-
-        return min((self.dist[s] for s in S), default=INF)
 
 
 _TERMS: OrderedDict = OrderedDict()     # regex -> _Term, shared by every schema of the process
@@ -160,7 +133,6 @@ def _regex_term(name: str, rx: str):
         if hit is not None:
             _TERMS.move_to_end(rx)
             return hit
-    from dllm.constraints.cfg import _Term
     from dllm.constraints.regex import _byte_dfa, _char_fsm
 
     term = _Term(name, _byte_dfa(*_char_fsm(rx), rx))
